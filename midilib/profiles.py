@@ -1,0 +1,181 @@
+"""Every size and budget of the workbook, in one place.
+
+`smoke` runs the whole workbook in seconds (CI), `default` is sized to learn
+something real on a 2-core CPU within minutes, `full` is the original study's
+sizes for a GPU. Notebooks and the CLI only ever name a profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    window: int = 8
+    s_max: float = 2.0
+    d_max: float = 2.0
+    test_fraction: float = 0.1
+    seed: int = 0
+    max_files: int | None = None  # cap on the corpus (smoke only)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 4096
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    max_steps: int | None = None  # stop after this many optimiser steps in all
+    max_minutes: float | None = None  # wall-clock budget; the schedule still follows epochs
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    pitch_embed: int = 4
+    feature_embed: int = 12
+    enc_hidden: int = 64
+    enc_layers: int = 4
+    dec_hidden: int = 64
+    dec_layers: int = 4
+    dec_fc: int = 32
+    latent: int = 1024
+    dropout: float = 0.5
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    denoiser: str = "transformer"  # lstm | transformer
+    schedule: str = "cosine"  # linear | cosine
+    timesteps: int = 1000
+    # lstm denoiser (the original's)
+    lstm_time_embed: int = 128
+    lstm_hidden: int = 128
+    lstm_layers: int = 4
+    lstm_bottleneck: int = 64
+    lstm_dropout: float = 0.1
+    # transformer denoiser
+    tf_width: int = 192
+    tf_layers: int = 6
+    tf_heads: int = 4
+    tf_dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    n_generate: int = 10_000  # windows generated per model
+    n_reference: int = 10_000  # reference windows drawn from the test files
+    n_fad: int = 10_000  # windows rendered to audio per set for FAD
+    bootstrap: int = 1000
+    ddim_steps: tuple[int, ...] = (10, 20, 50, 100, 250, 1000)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    vae_train: TrainConfig = field(default_factory=TrainConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    diffusion_train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FULL = Profile(
+    name="full",
+    vae=VAEConfig(),
+    vae_train=TrainConfig(epochs=100, batch_size=4096),
+    diffusion=DiffusionConfig(
+        denoiser="transformer", tf_width=256, tf_layers=4, tf_heads=8
+    ),
+    diffusion_train=TrainConfig(epochs=100, batch_size=4096),
+    eval=EvalConfig(),
+)
+
+DEFAULT = Profile(
+    name="default",
+    # Wider pitch embedding, fewer/bigger LSTM layers and a higher learning
+    # rate learn far faster on a CPU than the original sizes (DEVELOPERS.md).
+    vae=VAEConfig(
+        pitch_embed=32,
+        feature_embed=16,
+        enc_hidden=128,
+        enc_layers=2,
+        dec_hidden=128,
+        dec_layers=2,
+        dec_fc=64,
+        latent=128,
+        dropout=0.1,
+    ),
+    vae_train=TrainConfig(epochs=14, batch_size=256, lr=3e-3, max_minutes=9.0),
+    diffusion=DiffusionConfig(
+        denoiser="transformer",
+        tf_width=128,
+        tf_layers=3,
+        tf_heads=4,
+        lstm_time_embed=64,
+        lstm_hidden=64,
+        lstm_layers=2,
+    ),
+    diffusion_train=TrainConfig(epochs=30, batch_size=256, lr=2e-3, max_minutes=8.0),
+    eval=EvalConfig(
+        n_generate=4000, n_reference=4000, n_fad=400, bootstrap=200,
+        ddim_steps=(10, 20, 50, 100, 250, 1000),
+    ),
+)
+
+SMOKE = Profile(
+    name="smoke",
+    data=DataConfig(max_files=24),
+    vae=VAEConfig(
+        pitch_embed=8,
+        feature_embed=8,
+        enc_hidden=32,
+        enc_layers=1,
+        dec_hidden=32,
+        dec_layers=1,
+        dec_fc=16,
+        latent=16,
+        dropout=0.0,
+    ),
+    vae_train=TrainConfig(epochs=3, batch_size=128, lr=3e-3, max_steps=60),
+    diffusion=DiffusionConfig(
+        denoiser="transformer",
+        timesteps=100,
+        tf_width=32,
+        tf_layers=1,
+        tf_heads=2,
+        lstm_time_embed=16,
+        lstm_hidden=16,
+        lstm_layers=1,
+        lstm_bottleneck=16,
+    ),
+    diffusion_train=TrainConfig(epochs=3, batch_size=128, lr=3e-3, max_steps=60),
+    eval=EvalConfig(
+        n_generate=200, n_reference=200, n_fad=16, bootstrap=50, ddim_steps=(5, 10, 20, 100)
+    ),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEFAULT, FULL)}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """The profile called `name` (a Profile passes through)."""
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}"
+        ) from None
+
+
+def override(cfg: Any, **changes: Any) -> Any:
+    """A copy of a frozen config with some fields changed (None values ignored)."""
+    return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
