@@ -33,12 +33,16 @@ def notes_to_events(
     """Raw note arrays (any order) -> condensed events (n, 4) float32."""
     starts = np.asarray(starts, dtype=np.float64)
     pitches = np.asarray(pitches, dtype=np.int64)
-    order = np.lexsort((pitches, starts))  # by start, then pitch
+    ends = np.asarray(ends, dtype=np.float64)
+    velocities = np.asarray(velocities, dtype=np.float64)
+    # by start, then pitch; end and velocity only settle exact ties so that
+    # every parser gives the same rows whatever order it found the notes in
+    order = np.lexsort((velocities, ends, pitches, starts))
     starts = starts[order]
-    ends = np.asarray(ends, dtype=np.float64)[order]
+    ends = ends[order]
     events = np.empty((len(starts), 4), dtype=np.float32)
     events[:, PITCH] = pitches[order]
-    events[:, VELOCITY] = np.asarray(velocities, dtype=np.float64)[order] / 127.0
+    events[:, VELOCITY] = velocities[order] / 127.0
     delta = np.diff(starts, prepend=0.0)
     events[:, DELTA] = np.clip(delta, 0.0, s_max)
     events[:, DURATION] = np.clip(ends - starts, 0.0, d_max)
@@ -76,37 +80,27 @@ def read_pretty_midi(path: str | Path, s_max: float = 2.0, d_max: float = 2.0) -
     )
 
 
-def read_symusic(path: str | Path, s_max: float = 2.0, d_max: float = 2.0) -> np.ndarray:
-    """The fast path: symusic (C++) parses to seconds; same arrays as pretty_midi."""
-    import symusic
+def read_fast(path: str | Path, s_max: float = 2.0, d_max: float = 2.0) -> np.ndarray:
+    """The fast path (midilib.fastmidi): the same arrays as pretty_midi, several times faster."""
+    from midilib.fastmidi import read_notes
 
     path = str(path)
     try:
-        score = symusic.Score(path, ttype="second")
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        starts, ends, pitches, velocities = read_notes(path)
+    except (OSError, ValueError, IndexError) as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, OSError):
+            raise MidiError(f"{path}: cannot read ({exc.strerror or reason})") from None
         raise MidiError(f"{path}: not a readable MIDI file ({reason})") from None
-    parts = [t.notes.numpy() for t in score.tracks if not t.is_drum and len(t.notes)]
-    if not parts:
-        raise MidiError(f"{path}: no notes outside drum tracks")
-    starts = np.concatenate([p["time"] for p in parts]).astype(np.float64)
-    ends = starts + np.concatenate([p["duration"] for p in parts]).astype(np.float64)
     _check_notes(path, starts, ends)
-    return notes_to_events(
-        starts,
-        ends,
-        np.concatenate([p["pitch"] for p in parts]),
-        np.concatenate([p["velocity"] for p in parts]),
-        s_max,
-        d_max,
-    )
+    return notes_to_events(starts, ends, pitches, velocities, s_max, d_max)
 
 
-PARSERS = {"pretty_midi": read_pretty_midi, "symusic": read_symusic}
+PARSERS = {"pretty_midi": read_pretty_midi, "fast": read_fast}
 
 
 def read_events(
-    path: str | Path, s_max: float = 2.0, d_max: float = 2.0, parser: str = "pretty_midi"
+    path: str | Path, s_max: float = 2.0, d_max: float = 2.0, parser: str = "fast"
 ) -> np.ndarray:
     """Condensed events of one MIDI file; raises MidiError with the reason."""
     if parser not in PARSERS:
@@ -131,7 +125,8 @@ def events_to_midi(
     """
     ev = np.asarray(events, dtype=np.float64).reshape(-1, 4)
     onsets = np.cumsum(np.clip(ev[:, DELTA], 0.0, None))
-    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+    # 9600 ticks per beat at 120 bpm: a tick is 52 µs, so times survive the file
+    pm = pretty_midi.PrettyMIDI(resolution=9600, initial_tempo=tempo)
     inst = pretty_midi.Instrument(program=program, name="piano")
     pitches = np.clip(np.rint(ev[:, PITCH]), 0, 127).astype(int)
     velocities = np.clip(np.rint(ev[:, VELOCITY] * 127.0), 1, 127).astype(int)

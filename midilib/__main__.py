@@ -1,0 +1,5 @@
+import sys
+
+from midilib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""Figures of the workbook: every plot a notebook shows is drawn here, once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "inline"):
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from midilib.events import COLUMNS, DELTA, DURATION, PITCH, VELOCITY  # noqa: E402
+
+CHANNEL_LABELS = {
+    "pitch": "pitch (MIDI number)",
+    "velocity": "velocity / 127",
+    "delta": "onset gap (s)",
+    "duration": "duration (s)",
+}
+
+
+def composers(table: pd.DataFrame) -> plt.Figure:
+    """Files and notes per composer (bars)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.3 * len(table) + 1.5), sharey=True)
+    names = list(table.index)[::-1]
+    axes[0].barh(names, table["files"].to_numpy()[::-1], color="C0")
+    axes[0].set_xlabel("files")
+    axes[1].barh(names, table["notes"].to_numpy()[::-1], color="C1")
+    axes[1].set_xlabel("notes")
+    fig.tight_layout()
+    return fig
+
+
+def channel_histograms(
+    events: np.ndarray,
+    s_max: float | None = None,
+    d_max: float | None = None,
+    log_times: bool = True,
+) -> plt.Figure:
+    """Histograms of the four event channels; clip limits drawn as dashed lines."""
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3))
+    axes[0].hist(events[:, PITCH], bins=np.arange(-0.5, 128.5, 1), color="C0")
+    axes[1].hist(events[:, VELOCITY], bins=64, range=(0, 1), color="C1")
+    for ax, col, limit, color in (
+        (axes[2], DELTA, s_max, "C2"),
+        (axes[3], DURATION, d_max, "C3"),
+    ):
+        values = events[:, col]
+        if log_times:
+            positive = values[values > 0]
+            hi = max(float(positive.max()) if len(positive) else 1.0, 1e-3)
+            bins = np.geomspace(1e-3, hi * 1.01, 60)
+            ax.hist(np.clip(values, 1e-3, None), bins=bins, color=color)
+            ax.set_xscale("log")
+        else:
+            ax.hist(values, bins=60, color=color)
+        if limit is not None:
+            ax.axvline(limit, color="k", ls="--", lw=1)
+    for ax, name in zip(axes, COLUMNS):
+        ax.set_xlabel(CHANNEL_LABELS[name])
+    axes[0].set_ylabel("notes")
+    fig.tight_layout()
+    return fig
+
+
+def piano_roll(
+    events: np.ndarray, ax: plt.Axes | None = None, title: str = "", window: int | None = None
+) -> plt.Axes:
+    """Notes as bars (onset = cumulative delta); velocity as opacity; window borders dashed."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 3))
+    ev = np.asarray(events).reshape(-1, 4)
+    onsets = np.cumsum(ev[:, DELTA])
+    for (p, v, _, d), s in zip(ev, onsets):
+        ax.barh(p, max(d, 0.01), left=s, height=0.8, color="C0", alpha=0.25 + 0.75 * float(np.clip(v, 0, 1)))
+    if window:
+        for k in range(window, len(ev), window):
+            ax.axvline(onsets[k], color="grey", ls=":", lw=0.8)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("pitch")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def piano_rolls(rolls: Mapping[str, np.ndarray], ncols: int = 4, window: int | None = None) -> plt.Figure:
+    """A grid of piano rolls with titles."""
+    n = len(rolls)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.6 * nrows), squeeze=False)
+    for ax, (name, ev) in zip(axes.flat, rolls.items()):
+        piano_roll(ev, ax=ax, title=name, window=window)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def distribution(values: Sequence[float], xlabel: str, bins: int = 40) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(np.asarray(values, dtype=float)[np.isfinite(values)], bins=bins, color="C4")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("files")
+    fig.tight_layout()
+    return fig
+
+
+def compare_channels(sets: Mapping[str, np.ndarray], max_points: int = 20000) -> plt.Figure:
+    """Per-channel distributions of several window sets (seaborn KDE/hist), one panel a channel."""
+    import seaborn as sns
+
+    frames = []
+    for name, windows in sets.items():
+        ev = np.asarray(windows).reshape(-1, 4)[:max_points]
+        frame = pd.DataFrame(ev, columns=COLUMNS)
+        frame["delta"] = np.log10(np.clip(frame["delta"], 1e-3, None))
+        frame["duration"] = np.log10(np.clip(frame["duration"], 1e-3, None))
+        frame["set"] = name
+        frames.append(frame)
+    data = pd.concat(frames, ignore_index=True)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    labels = {**CHANNEL_LABELS, "delta": "log10 onset gap (s)", "duration": "log10 duration (s)"}
+    for ax, col in zip(axes, COLUMNS):
+        sns.histplot(data=data, x=col, hue="set", stat="density", common_norm=False,
+                     element="step", fill=False, bins=50, ax=ax, legend=(col == "duration"))
+        ax.set_xlabel(labels[col])
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(log: pd.DataFrame, columns: Sequence[str], title: str = "") -> plt.Figure:
+    """Per-epoch curves from a run's log.csv."""
+    cols = [c for c in columns if c in log]
+    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3), squeeze=False)
+    for ax, col in zip(axes[0], cols):
+        ax.plot(log["epoch"], log[col], marker="o", ms=3)
+        ax.set_xlabel("epoch")
+        ax.set_title(col)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,231 @@
+"""From a corpus of MIDI files to cached training windows (`windows.npz` + `manifest.csv`).
+
+Files are parsed in a process pool (the fast parser by default), cut into
+windows, split 90/10 *by file* with a seeded shuffle, and written atomically.
+The output folder remembers the key of what produced it (parameters and every
+file's size and mtime), so a rerun with the same inputs costs nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from midilib import corpus
+from midilib.events import MidiError, read_events, to_windows
+
+MANIFEST_COLUMNS = ("path", "composer", "title", "notes", "windows", "split", "status")
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    window: int = 8
+    s_max: float = 2.0
+    d_max: float = 2.0
+    test_fraction: float = 0.1
+    seed: int = 0
+    parser: str = "fast"
+    max_files: int | None = None
+
+    def validate(self) -> None:
+        if not 1 <= self.window <= 4096:
+            raise ValueError(f"--window must be in [1, 4096], got {self.window}")
+        if not (self.s_max > 0 and np.isfinite(self.s_max)):
+            raise ValueError(f"--s-max must be a positive number of seconds, got {self.s_max}")
+        if not (self.d_max > 0 and np.isfinite(self.d_max)):
+            raise ValueError(f"--d-max must be a positive number of seconds, got {self.d_max}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        if self.max_files is not None and self.max_files < 1:
+            raise ValueError(f"max_files must be >= 1, got {self.max_files}")
+
+
+@dataclass
+class Prepared:
+    """What `prepare` produced: the folder, the arrays and a one-line summary."""
+
+    out: Path
+    train: np.ndarray
+    test: np.ndarray
+    manifest: list[dict]
+    reused: bool
+
+    @property
+    def summary(self) -> str:
+        ok = sum(r["status"] == "ok" for r in self.manifest)
+        skipped = len(self.manifest) - ok
+        notes = sum(int(r["notes"]) for r in self.manifest)
+        return (
+            f"{ok} files ok, {skipped} skipped; {notes} notes; "
+            f"{len(self.train)} train and {len(self.test)} test windows -> {self.out}"
+        )
+
+
+def resolve_source(source: str | Path, progress: bool = True) -> Path:
+    """A folder of MIDI files from 'default', 'giantmidi', a folder or a zip archive."""
+    if str(source) == "default":
+        return corpus.build_embedded_corpus(progress=progress)
+    if str(source) == "giantmidi":
+        return corpus.fetch_giantmidi()
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() != ".zip":
+            raise ValueError(f"{path}: SOURCE must be a folder, a .zip archive or 'default'")
+        key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        return corpus.extract_zip(path, corpus.DATA / "cache" / "extracted" / key)
+    return path
+
+
+def _parse_one(job: tuple[str, int, float, float, str]) -> tuple[np.ndarray | None, int, str]:
+    """Worker: (windows or None, notes, status) for one file."""
+    path, window, s_max, d_max, parser = job
+    try:
+        events = read_events(path, s_max, d_max, parser)
+    except MidiError as exc:
+        return None, 0, str(exc).split(": ", 1)[-1]
+    except Exception as exc:  # never let one odd file kill the batch
+        return None, 0, f"unexpected {type(exc).__name__}: {exc}".splitlines()[0]
+    windows = to_windows(events, window)
+    if len(windows) == 0:
+        return None, len(events), f"fewer than {window} notes"
+    return windows, len(events), "ok"
+
+
+def _cache_key(files: list[Path], root: Path, params: PrepareParams) -> str:
+    digest = hashlib.sha256(json.dumps([CACHE_VERSION, asdict(params)]).encode())
+    for f in files:
+        st = f.stat()
+        digest.update(f"{f.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def split_files(n_files: int, test_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of test files: a seeded shuffle, round(fraction * n) files (at least one
+    when the fraction is positive and there are two files or more)."""
+    n_test = int(round(test_fraction * n_files))
+    if test_fraction > 0 and n_files >= 2:
+        n_test = min(max(n_test, 1), n_files - 1)
+    order = np.random.default_rng(seed).permutation(n_files)
+    mask = np.zeros(n_files, dtype=bool)
+    mask[order[:n_test]] = True
+    return mask
+
+
+def prepare(
+    source: str | Path,
+    out: str | Path,
+    params: PrepareParams | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Prepared:
+    """Parse every MIDI file of `source` into windows; write DIR/windows.npz and manifest.csv."""
+    params = params or PrepareParams()
+    params.validate()
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    root = resolve_source(source, progress=progress)
+    files = corpus.list_midi_files(root)
+    if params.max_files is not None:
+        files = files[: params.max_files]
+    if not files:
+        raise ValueError(f"{root}: no .mid or .midi files found")
+    out = Path(out)
+    key = _cache_key(files, root, params)
+    if (out / "key.txt").exists() and (out / "key.txt").read_text() == key:
+        return load_prepared(out, reused=True)
+
+    jobs = [(str(f), params.window, params.s_max, params.d_max, params.parser) for f in files]
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            chunk = max(1, min(16, len(jobs) // (workers * 8)))
+            results = list(
+                tqdm(pool.map(_parse_one, jobs, chunksize=chunk), total=len(jobs),
+                     desc="prepare", unit="file", disable=not progress)
+            )
+    else:
+        results = [_parse_one(j) for j in tqdm(jobs, desc="prepare", unit="file", disable=not progress)]
+
+    ok = [i for i, (w, _, _) in enumerate(results) if w is not None]
+    if not ok:
+        reasons = sorted({status for _, _, status in results})
+        raise ValueError(f"{root}: no usable MIDI file among {len(files)} ({'; '.join(reasons[:3])})")
+    is_test = split_files(len(ok), params.test_fraction, params.seed)
+    split_of = {i: ("test" if t else "train") for i, t in zip(ok, is_test)}
+
+    manifest, parts = [], {"train": [], "test": []}
+    file_ids: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    for i, (f, (windows, notes, status)) in enumerate(zip(files, results)):
+        composer, title = corpus.describe(f)
+        split = split_of.get(i, "")
+        manifest.append({
+            "path": f.relative_to(root).as_posix(), "composer": composer, "title": title,
+            "notes": notes, "windows": 0 if windows is None else len(windows),
+            "split": split, "status": status,
+        })
+        if windows is not None:
+            parts[split].append(windows)
+            file_ids[split].append(np.full(len(windows), i, dtype=np.int32))
+
+    def stack(name: str) -> np.ndarray:
+        if parts[name]:
+            return np.concatenate(parts[name]).astype(np.float32, copy=False)
+        return np.zeros((0, params.window, 4), dtype=np.float32)
+
+    def ids(name: str) -> np.ndarray:
+        return np.concatenate(file_ids[name]) if file_ids[name] else np.zeros(0, dtype=np.int32)
+
+    train, test = stack("train"), stack("test")
+    out.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, train=train, test=test, train_file=ids("train"), test_file=ids("test"))
+    _atomic_write(out / "windows.npz", buffer.getvalue())
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(manifest)
+    _atomic_write(out / "manifest.csv", text.getvalue().encode())
+    info = {"source": str(source), "root": str(root), "params": asdict(params)}
+    _atomic_write(out / "params.json", json.dumps(info, indent=1).encode())
+    _atomic_write(out / "key.txt", key.encode())
+    return Prepared(out, train, test, manifest, reused=False)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_manifest(folder: str | Path) -> list[dict]:
+    with open(Path(folder) / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_windows(folder: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of DIR/windows.npz (train, test, train_file, test_file)."""
+    path = Path(folder) / "windows.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; run `python -m midilib prepare` first")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def load_prepared(folder: str | Path, reused: bool = True) -> Prepared:
+    arrays = load_windows(folder)
+    return Prepared(Path(folder), arrays["train"], arrays["test"], load_manifest(folder), reused)

@@ -1,0 +1,56 @@
+"""Shared fixtures: the real sample corpus (skipped where absent) and small MIDI builders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "corpora" / "giantmidi-sample"
+
+os.environ.setdefault("MIDILIB_PROFILE", "smoke")  # notebooks under nbval run at smoke
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    if not SAMPLE.is_dir():
+        pytest.skip(f"real GiantMIDI-Piano sample absent ({SAMPLE})")
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def sample_files(sample_dir: Path) -> list[Path]:
+    return sorted(sample_dir.glob("*.mid"))
+
+
+@pytest.fixture(scope="session")
+def real_windows(sample_files: list[Path]) -> np.ndarray:
+    from midilib.events import read_events, to_windows
+
+    return np.concatenate([to_windows(read_events(p)) for p in sample_files[:8]])
+
+
+def write_notes_midi(path: Path, notes: list[tuple[int, float, float, int]], drum: bool = False) -> Path:
+    """A small MIDI file of (pitch, start, end, velocity) notes with pretty_midi."""
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=0, is_drum=drum)
+    for pitch, start, end, velocity in notes:
+        inst.notes.append(pretty_midi.Note(velocity=velocity, pitch=pitch, start=start, end=end))
+    pm.instruments.append(inst)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pm.write(str(path))
+    return path
+
+
+def scale_notes(n: int = 40, seed: int = 0) -> list[tuple[int, float, float, int]]:
+    rng = np.random.default_rng(seed)
+    t, out = 0.0, []
+    for _ in range(n):
+        t += float(rng.choice([0.0, 0.125, 0.25, 0.5, 3.0]))
+        out.append((int(rng.integers(40, 90)), t, t + float(rng.uniform(0.05, 2.5)), int(rng.integers(20, 120))))
+    return out
