@@ -1,0 +1,281 @@
+"""The evaluation protocol: sets, vectorised bootstrap, table, files, CLI glue."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from midilib import evaluate as E
+from midilib import metrics as M
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared/corpora/giantmidi-sample"
+
+
+def _music(n: int, seed: int) -> np.ndarray:
+    """Music-like windows: scale-wise melodies around a centre, chords, real-ish rhythm."""
+    rng = np.random.default_rng(seed)
+    scale = np.array([0, 2, 4, 5, 7, 9, 11])
+    degree = rng.integers(14, 28, n)[:, None] + np.cumsum(rng.integers(-2, 3, (n, 8)), axis=1)
+    pitch = 24 + 12 * (degree // 7) + scale[degree % 7]
+    w = np.empty((n, 8, 4), dtype=np.float32)
+    w[..., 0] = pitch
+    w[..., 1] = np.clip(rng.normal(0.55, 0.1, n)[:, None] + rng.normal(0, 0.03, (n, 8)), 0, 1)
+    beat = rng.choice([0.125, 0.25, 0.5], n)[:, None]
+    w[..., 2] = np.where(rng.random((n, 8)) < 0.3, 0.0, beat * rng.choice([1, 2], (n, 8)))
+    w[..., 3] = beat * rng.uniform(0.6, 1.6, (n, 8))
+    return w
+
+
+def _synthetic_split():
+    return _music(3000, 1), _music(600, 2)
+
+
+# --- sets --------------------------------------------------------------------------
+
+
+def test_clip_windows_ranges_and_errors():
+    w = np.array([[[130.4, 1.5, -1.0, 5.0], [-3.0, -0.1, 3.0, 0.5], [60.6, 0.5, 0.1, 0.2]]])
+    out = E.clip_windows(w, s_max=2.0, d_max=1.0)
+    np.testing.assert_allclose(out[0, :, 0], [127, 0, 61])
+    np.testing.assert_allclose(out[0, :, 1], [1.0, 0.0, 0.5])
+    np.testing.assert_allclose(out[0, :, 2], [0.0, 2.0, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(out[0, :, 3], [1.0, 0.5, 0.2], rtol=1e-6)
+    assert out.dtype == np.float32
+    w[0, 1, 2] = np.nan
+    with pytest.raises(ValueError, match="1 of 1 windows contain NaN"):
+        E.clip_windows(w)
+    with pytest.raises(ValueError, match="shape"):
+        E.clip_windows(np.zeros((3, 4)))
+
+
+def test_reference_windows_sample_without_replacement_when_possible():
+    test = _music(50, 3)
+    test[..., 0] = np.arange(50)[:, None]  # a window's pitch is its id
+    ref = E.reference_windows(test, 40, seed=0)
+    assert len(np.unique(ref[:, 0, 0])) == 40
+    np.testing.assert_array_equal(ref, E.reference_windows(test, 40, seed=0))
+    assert not np.array_equal(ref, E.reference_windows(test, 40, seed=1))
+    assert len(E.reference_windows(test, 80, seed=0)) == 80  # more than there are: replacement
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        E.reference_windows(test, 0)
+
+
+def test_uniform_windows_cover_valid_ranges():
+    w = E.uniform_random_windows(4000, seed=0, s_max=2.0, d_max=1.0)
+    assert w.shape == (4000, 8, 4)
+    assert w[..., 0].min() == 0 and w[..., 0].max() == 127
+    assert np.all(w[..., 0] == np.rint(w[..., 0]))
+    assert 0 <= w[..., 1].min() and w[..., 1].max() <= 1
+    assert w[..., 3].max() <= 1.0 and w[..., 2].max() > 1.9
+    assert abs(w[..., 2].mean() - 1.0) < 0.05
+
+
+def test_independent_marginals_keep_marginals_and_lose_structure():
+    train = _music(2000, 4)
+    base = E.independent_marginals_windows(train, 2000, seed=0)
+    for c in range(4):
+        assert np.isin(base[..., c], train[..., c]).all()
+        assert M.wasserstein(base[..., c], train[..., c]) < 0.05 * (np.std(train[..., c]) + 1e-9)
+    # structure is lost: melodic steps in train are small, in the baseline they are not
+    assert M.mean_abs_interval(base).mean() > 2 * M.mean_abs_interval(train).mean()
+
+
+# --- vectorised bootstrap = plain metrics at the point -----------------------------------
+
+
+def test_weighted_statistics_match_plain_metrics():
+    gen, ref = E.clip_windows(_music(300, 5)), E.clip_windows(_music(200, 6))
+    ones_g, ones_r = np.ones((1, 300), np.float32), np.ones((1, 200), np.float32)
+    w1 = E._weighted_w1(gen[..., 3], ref[..., 3], ones_g, ones_r)[0]
+    assert w1 == pytest.approx(scipy.stats.wasserstein_distance(gen[..., 3].ravel(),
+                                                                ref[..., 3].ravel()), rel=1e-6)
+    df = E.evaluate_sets(ref, {"g": gen}, n_boot=20, fad_embedder=None)
+    assert df.at["g", "fmd"] == pytest.approx(M.feature_frechet(gen, ref), rel=1e-6)
+    edges = M.channel_edges()
+    assert df.at["g", "overlap_velocity"] == pytest.approx(
+        M.overlap_area(gen[..., 1], ref[..., 1], edges[1]), rel=1e-5)
+    assert df.at["g", "pitch_class_tv"] == pytest.approx(M.pitch_class_distance(
+        M.pitch_class_histogram(gen), M.pitch_class_histogram(ref)), rel=1e-5)
+    assert df.at["g", "w1_polyphony"] == pytest.approx(
+        M.wasserstein(M.polyphony(gen), M.polyphony(ref)), rel=1e-6)
+    # channel W1 is on values rounded to 1 ms: within half a step of the exact one
+    assert abs(df.at["g", "w1_delta"] - M.wasserstein(gen[..., 2], ref[..., 2])) <= 5e-4
+
+
+# --- evaluate_sets ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    train, test = _synthetic_split()
+    ref = E.reference_windows(test, 400, seed=0)
+    model = E.clip_windows(_music(400, 7))
+    model[..., 1] = 0.9  # loud, otherwise like the data
+    copier = train[:400].copy()
+    return E.evaluate_sets(ref, {"model": model, "copier": copier}, train=train, n_boot=60,
+                           seed=0, fad_embedder=None, timings={"model": 12.5})
+
+
+def test_evaluate_sets_rows_and_columns(table):
+    assert list(table.index) == [E.FLOOR, "model", "copier", E.MARGINALS, E.UNIFORM]
+    assert (table["n"] == 400).all()
+    for m in E.metric_columns(table):
+        assert (table[f"{m}_lo"] <= table[f"{m}_hi"]).all(), m
+    assert "fad" not in table.columns
+    assert table.at["model", "sec_per_10k"] == 12.5 and np.isnan(table.at["copier", "sec_per_10k"])
+
+
+def test_floor_is_closer_than_uniform_on_every_distance(table):
+    for m in E.metric_columns(table):
+        if m == "copy_rate":
+            continue
+        floor, uniform = table.at[E.FLOOR, m], table.at[E.UNIFORM, m]
+        assert (floor > uniform) if E.METRICS[m][0] else (floor < uniform), m
+
+
+def test_metrics_see_what_is_wrong(table):
+    # velocity is the model's one flaw; it must be visible there and not on pitch
+    assert table.at["model", "w1_velocity"] > table.at[E.MARGINALS, "w1_velocity"]
+    assert table.at["model", "overlap_pitch"] > table.at[E.UNIFORM, "overlap_pitch"]
+    assert table.at["model", "w1_mean_abs_interval"] < table.at[E.MARGINALS, "w1_mean_abs_interval"]
+    assert table.at["copier", "copy_rate"] == 1.0 and table.at["model", "copy_rate"] < 0.5
+
+
+def test_evaluate_sets_rejects_bad_input():
+    ref = _music(50, 0)
+    with pytest.raises(ValueError, match="reserved"):
+        E.evaluate_sets(ref, {E.FLOOR: ref}, fad_embedder=None)
+    with pytest.raises(ValueError, match="windows of 8 notes"):
+        E.evaluate_sets(ref, {"short": ref[:, :4]}, fad_embedder=None)
+    with pytest.raises(ValueError, match="timings name unknown"):
+        E.evaluate_sets(ref, {"a": ref}, fad_embedder=None, timings={"b": 1.0}, n_boot=2)
+    with pytest.raises(ValueError, match="n_boot"):
+        E.evaluate_sets(ref, {"a": ref}, fad_embedder=None, n_boot=0)
+
+
+def test_fad_column_with_a_stand_in_embedder(monkeypatch):
+    """FAD plumbing (clip bootstrap) with a cheap embedder: frames = notes' features."""
+
+    def embed_windows(windows, embedder):
+        assert embedder == "stand-in"
+        return [np.asarray(w[:, :2], np.float64) for w in windows]  # 8 frames of 2 dims
+
+    monkeypatch.setitem(sys.modules, "midilib.fad",
+                        types.SimpleNamespace(embed_windows=embed_windows))
+    ref = E.clip_windows(_music(300, 8))
+    sets = {"same": _music(300, 9), "shifted": _music(300, 9) + np.array([7, 0, 0, 0], "f4")}
+    df = E.evaluate_sets(ref, sets, n_boot=40, fad_embedder="stand-in", n_fad=100)
+    assert df.at["same", "fad_lo"] < df.at["same", "fad_hi"]
+    assert df.at["shifted", "fad_lo"] > df.at["same", "fad_hi"]
+    frames = lambda w: np.concatenate(embed_windows(w, "stand-in"))  # noqa: E731
+    expected = M.frechet_distance(*M.gaussian_stats(frames(E.clip_windows(sets["shifted"])[:100])),
+                                  *M.gaussian_stats(frames(ref[:100])))
+    assert df.at["shifted", "fad"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_missing_fad_module_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "midilib.fad", None)  # import fails
+    ref = _music(20, 0)
+    with pytest.raises(ValueError, match="pass fad_embedder=None"):
+        E.evaluate_sets(ref, {"a": ref}, n_boot=2, fad_embedder="musicnn")
+
+
+# --- table, files, README -------------------------------------------------------------------
+
+
+def test_write_results_and_describe(table, tmp_path):
+    csv_path, md_path = E.write_results(table, tmp_path / "out", ["Profile: smoke", "Corpus: x"])
+    back = pd.read_csv(csv_path, index_col="set")
+    assert list(back.index) == list(table.index)
+    np.testing.assert_allclose(back["fmd"], table["fmd"], rtol=1e-5)
+    md = md_path.read_text()
+    assert md.startswith("Profile: smoke") and "| fmd | ↓ |" in md
+    assert f"| metric | better | {E.FLOOR} | model |" in md
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["results.csv", "results.md"]
+    text = E.describe_results(table)
+    best = table.loc[["model", "copier"], "fmd"].idxmin()
+    assert f"- fmd (lower is better): {best} {E._cell(table, best, 'fmd')}" in text
+    assert "- model:" in text and "like the floor" in text
+    assert E.describe_results(table.loc[list(E.CALIBRATION)]).startswith("No model sets")
+
+
+def test_cells_are_rounded_sensibly():
+    df = pd.DataFrame({"fmd": [0.012345, 123.456], "fmd_lo": [0.01, 120.0],
+                       "fmd_hi": [0.015, 130.0]}, index=["a", "b"])
+    assert E._cell(df, "a", "fmd") == "0.0123 [0.0100, 0.0150]"
+    assert E._cell(df, "b", "fmd") == "123 [120, 130]"
+
+
+def test_update_readme_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\nintro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
+    E.update_readme(readme, "| new | table |\n")
+    assert readme.read_text() == ("# T\nintro\n<!-- results:start -->\n| new | table |\n"
+                                  "<!-- results:end -->\nend\n")
+    E.update_readme(readme, "again")
+    assert "new" not in readme.read_text() and "again" in readme.read_text()
+    readme.write_text("no markers here\n")
+    with pytest.raises(ValueError, match="not both found"):
+        E.update_readme(readme, "x")
+    with pytest.raises(FileNotFoundError):
+        E.update_readme(tmp_path / "missing.md", "x")
+
+
+# --- CLI glue ----------------------------------------------------------------------------------
+
+
+def test_load_samples_specs_and_errors(tmp_path):
+    windows = _music(10, 0)
+    np.savez(tmp_path / "samples.npz", samples=windows)
+    np.savez(tmp_path / "windows.npz", train=windows[:6], test=windows[6:])
+    name, w = E.load_samples(f"vae={tmp_path / 'samples.npz'}")
+    assert name == "vae" and np.array_equal(w, windows)
+    name, w = E.load_samples(f"train={tmp_path / 'windows.npz'}:train")
+    assert name == "train" and len(w) == 6
+    with pytest.raises(FileNotFoundError, match="no such samples file"):
+        E.load_samples(f"x={tmp_path / 'nope.npz'}")
+    with pytest.raises(ValueError, match="no array 'valid'"):
+        E.load_samples(f"x={tmp_path / 'windows.npz'}:valid")
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        E.load_samples(str(tmp_path / "samples.npz"))
+    np.savez(tmp_path / "flat.npz", samples=np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="expected \\(n, window, 4\\)"):
+        E.load_samples(f"x={tmp_path / 'flat.npz'}")
+    (tmp_path / "junk.npz").write_text("not a zip")
+    with pytest.raises(ValueError, match="not a readable"):
+        E.load_samples(f"x={tmp_path / 'junk.npz'}")
+
+
+def test_run_evaluation_end_to_end(tmp_path):
+    train, test = _synthetic_split()
+    np.savez(tmp_path / "windows.npz", train=train, test=test)
+    np.savez(tmp_path / "samples.npz", samples=_music(500, 11), seconds_per_10k=np.float64(3.0))
+    df = E.run_evaluation(tmp_path, [f"ddpm={tmp_path / 'samples.npz'}"], tmp_path / "res",
+                          embedder=None, n=200, seed=0, n_boot=20, title_lines=["Profile: test"])
+    assert df.at["ddpm", "n"] == 200 and df.at["ddpm", "sec_per_10k"] == 3.0
+    md = (tmp_path / "res" / "results.md").read_text()
+    assert md.startswith("Profile: test") and "Machine:" in md and "200 of 600 test windows" in md
+    with pytest.raises(FileNotFoundError, match="windows.npz"):
+        E.run_evaluation(tmp_path / "none", [], tmp_path / "res")
+
+
+def test_floor_beats_uniform_on_real_corpus():
+    if not CORPUS.is_dir():
+        pytest.skip(f"{CORPUS} absent")
+    from midilib.events import read_events, to_windows
+
+    files = sorted(CORPUS.glob("*.mid"))[:8]
+    per_file = [to_windows(read_events(p)) for p in files]
+    train, test = np.concatenate(per_file[:6]), np.concatenate(per_file[6:])
+    ref = E.reference_windows(test, 300, seed=0)
+    df = E.evaluate_sets(ref, {}, train=train, n_boot=30, fad_embedder=None)
+    for m in ("overlap_pitch", "w1_delta", "w1_mean_abs_interval", "fmd"):
+        floor, uniform = df.at[E.FLOOR, m], df.at[E.UNIFORM, m]
+        assert (floor > uniform) if E.METRICS[m][0] else (floor < uniform), m
+    assert df.at[E.FLOOR, "fmd"] < df.at[E.MARGINALS, "fmd"]
