@@ -1,0 +1,158 @@
+"""Generation: unconditional sampling of windows, and continuation of a piece by inpainting.
+
+All randomness comes from one seeded CPU `torch.Generator`, so a seed gives
+the same notes on any device and regardless of the global RNG.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from midilib.diffusion.model import DiffusionModel
+from midilib.diffusion.schedulers import DDIMScheduler, DDPMScheduler
+
+SCHEDULERS = ("ddpm", "ddim")
+
+
+def make_scheduler(
+    model: DiffusionModel,
+    kind: str = "ddim",
+    steps: int | None = 50,
+    eta: float = 0.0,
+    clip_sample: bool = True,
+) -> DDPMScheduler | DDIMScheduler:
+    """A sampler over `model`'s own betas with `steps` steps (None: all T)."""
+    if kind == "ddpm":
+        scheduler = DDPMScheduler(model.betas, clip_sample=clip_sample)
+    elif kind == "ddim":
+        scheduler = DDIMScheduler(model.betas, clip_sample=clip_sample, eta=eta)
+    else:
+        raise ValueError(f"unknown scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
+    scheduler.set_timesteps(steps if steps is not None else model.timesteps)
+    return scheduler
+
+
+def _check(model: DiffusionModel, scheduler: DDPMScheduler | DDIMScheduler) -> None:
+    if scheduler.num_train_timesteps != model.timesteps:
+        raise ValueError(
+            f"scheduler has {scheduler.num_train_timesteps} training timesteps, "
+            f"the model {model.timesteps}"
+        )
+
+
+def _device(model: DiffusionModel, device: str | torch.device | None) -> torch.device:
+    return torch.device(device) if device is not None else model.betas.device
+
+
+@contextmanager
+def _eval_mode(model: DiffusionModel):
+    """Sample without dropout, then give the model back in the mode it came in (mid-training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@torch.inference_mode()
+def sample(
+    model: DiffusionModel,
+    scheduler: DDPMScheduler | DDIMScheduler,
+    n: int,
+    batch_size: int = 1000,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Generate `n` windows -> raw condensed events (n, window, 4), deterministic given `seed`."""
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"n and batch_size must be >= 1, got {n} and {batch_size}")
+    _check(model, scheduler)
+    device = _device(model, device)
+    model.to(device)
+    generator = torch.Generator().manual_seed(seed)
+    steps = scheduler.timesteps.tolist()
+    out = []
+    with (
+        _eval_mode(model),
+        tqdm(total=len(steps) * -(-n // batch_size), disable=not progress, desc="sampling") as bar,
+    ):
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            x = torch.randn(b, model.window, 4, generator=generator).to(device)
+            for t in steps:
+                eps = model(x, torch.full((b,), t, dtype=torch.long, device=device))
+                x = scheduler.step(eps, t, x, generator=generator)
+                bar.update()
+            out.append(model.codec.decode(x).cpu())
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def _inpaint(
+    model: DiffusionModel,
+    scheduler: DDPMScheduler | DDIMScheduler,
+    known: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One window whose first notes are `known` (k, 4, diffusion space): RePaint without resampling.
+
+    Before every denoiser call the known part of x_t is replaced by the known
+    notes noised to that step's level, so the unknown part is generated
+    consistently with them; at the end the known part is set back exactly.
+    """
+    k, device = len(known), known.device
+    x = torch.randn(1, model.window, 4, generator=generator).to(device)
+    for t in scheduler.timesteps.tolist():
+        noise = torch.randn(1, k, 4, generator=generator).to(device)
+        x[:, :k] = scheduler.add_noise(known[None], noise, t)
+        eps = model(x, torch.full((1,), t, dtype=torch.long, device=device))
+        x = scheduler.step(eps, t, x, generator=generator)
+    x[:, :k] = known
+    return x[0]
+
+
+@torch.inference_mode()
+def continue_piece(
+    model: DiffusionModel,
+    scheduler: DDPMScheduler | DDIMScheduler,
+    context_events: np.ndarray,
+    n_windows: int,
+    n_known: int = 4,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Continue a piece window by window -> events (k + n_windows * (window - n_known), 4).
+
+    The result starts with `context_events` unchanged; each new window is
+    conditioned on the last `n_known` notes so far (real ones first, then
+    generated ones) and contributes its other notes. Playable with
+    `midilib.events.write_midi`.
+    """
+    context = np.asarray(context_events, dtype=np.float32)
+    if context.ndim != 2 or context.shape[1] != 4:
+        raise ValueError(f"context_events must be an array (k, 4), got shape {context.shape}")
+    if not 1 <= n_known < model.window:
+        raise ValueError(f"n_known must lie in 1..{model.window - 1}, got {n_known}")
+    if len(context) < n_known:
+        raise ValueError(f"need at least n_known={n_known} context notes, got {len(context)}")
+    if n_windows < 1:
+        raise ValueError(f"n_windows must be >= 1, got {n_windows}")
+    _check(model, scheduler)
+    device = _device(model, device)
+    model.to(device)
+    generator = torch.Generator().manual_seed(seed)
+    events = [context]
+    with _eval_mode(model):
+        for _ in tqdm(range(n_windows), disable=not progress, desc="continuing"):
+            # Condition on the notes exactly as they stand in the output (pitch rounded).
+            last = np.concatenate(events)[-n_known:]
+            known = model.codec.encode(torch.from_numpy(last)).to(device)
+            x = _inpaint(model, scheduler, known, generator)
+            events.append(model.codec.decode(x[n_known:]).cpu().numpy())
+    return np.concatenate(events).astype(np.float32)

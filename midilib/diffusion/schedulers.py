@@ -1,0 +1,188 @@
+"""DDPM and DDIM samplers for an epsilon-predicting model, in the style of diffusers.
+
+Our own small code, checked step for step against diffusers' `DDPMScheduler`
+and `DDIMScheduler` (tests/test_schedulers.py). The choices that make the two
+agree exactly, and why they are sensible here:
+
+* ``timestep_spacing="leading"`` (diffusers' default): with T = 1000 and n = 50
+  the timesteps are 980, 960, ..., 0. "trailing" (999, 979, ..., 19) starts at
+  the pure-noise end and is also offered; "linspace" rounds an even grid.
+* ``steps_offset = 0`` and, for DDIM, ``set_alpha_to_one=True``: the last step
+  lands on alpha_bar = 1, i.e. returns the predicted x0 itself.
+* DDPM uses the "fixed_small" posterior variance beta~_t of Ho et al. (eq. 7),
+  with the respaced beta_t = 1 - alpha_bar_t / alpha_bar_prev when n < T.
+* x0 clipping (``clip_sample``) clips the *predicted x0* to [-r, r] before the
+  posterior mean; DDIM keeps the unclipped epsilon for its direction term
+  (diffusers' ``use_clipped_model_output=False``).
+* The previous timestep is the next entry of ``timesteps``; no noise is added
+  on the final step (diffusers adds noise of std 1e-10 there for "trailing").
+
+alpha_bar is kept in float64 and the per-step coefficients are Python floats,
+so a step costs a few fused tensor ops in the sample's own dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from midilib.diffusion.schedules import alphas_cumprod
+
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+def _randn_like(sample: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Gaussian noise drawn on the generator's device, so a seed gives the same noise anywhere."""
+    device = generator.device if generator is not None else sample.device
+    noise = torch.randn(sample.shape, generator=generator, device=device, dtype=sample.dtype)
+    return noise.to(sample.device)
+
+
+class _Scheduler:
+    """What DDPM and DDIM share: alpha_bar, respacing, the forward process."""
+
+    def __init__(
+        self,
+        betas: np.ndarray | torch.Tensor,
+        clip_sample: bool = True,
+        clip_range: float = 1.0,
+        timestep_spacing: str = "leading",
+    ) -> None:
+        if isinstance(betas, torch.Tensor):
+            betas = betas.detach().cpu().double().numpy()
+        self.alphas_cumprod = torch.from_numpy(alphas_cumprod(betas))
+        self.num_train_timesteps = len(betas)
+        if clip_range <= 0:
+            raise ValueError(f"clip_range must be > 0, got {clip_range}")
+        if timestep_spacing not in SPACINGS:
+            raise ValueError(
+                f"unknown timestep_spacing {timestep_spacing!r}; choose one of {', '.join(SPACINGS)}"
+            )
+        self.clip_sample = clip_sample
+        self.clip_range = float(clip_range)
+        self.timestep_spacing = timestep_spacing
+        self.set_timesteps(self.num_train_timesteps)
+
+    def set_timesteps(self, n: int) -> None:
+        """Use n sampling steps (1 <= n <= T); `timesteps` becomes a descending LongTensor."""
+        T = self.num_train_timesteps
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= T:
+            raise ValueError(
+                f"the number of sampling steps must be an integer in 1..{T}, got {n!r}"
+            )
+        if self.timestep_spacing == "leading":
+            steps = np.arange(n) * (T // n)
+        elif self.timestep_spacing == "trailing":
+            steps = np.round(np.arange(T, 0, -T / n))[:n] - 1
+        else:
+            steps = np.linspace(0, T - 1, n).round()
+        steps = np.unique(steps.astype(np.int64))[::-1].copy()
+        self.num_inference_steps = len(steps)
+        self.timesteps = torch.from_numpy(steps)
+        prev = np.append(steps[1:], -1)
+        self._prev = dict(zip(steps.tolist(), prev.tolist(), strict=True))
+
+    def previous_timestep(self, t: int) -> int:
+        """The timestep the step from `t` lands on (-1 after the last one)."""
+        try:
+            return self._prev[int(t)]
+        except KeyError:
+            raise ValueError(
+                f"timestep {int(t)} is not one of this scheduler's timesteps"
+            ) from None
+
+    def add_noise(
+        self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int
+    ) -> torch.Tensor:
+        """The forward process q(x_t | x0) = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps.
+
+        `t` is an int or a LongTensor (B,) of per-sample timesteps.
+        """
+        t = torch.as_tensor(t, dtype=torch.long, device="cpu")
+        if (t < 0).any() or (t >= self.num_train_timesteps).any():
+            raise ValueError(f"timesteps must lie in 0..{self.num_train_timesteps - 1}")
+        ab = self.alphas_cumprod[t].to(device=x0.device, dtype=x0.dtype)
+        ab = ab.reshape(ab.shape + (1,) * (x0.dim() - ab.dim()))
+        return ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise
+
+    def _alpha_bars(self, t: int, prev: int, final: float) -> tuple[float, float]:
+        ab_t = float(self.alphas_cumprod[t])
+        ab_prev = float(self.alphas_cumprod[prev]) if prev >= 0 else final
+        return ab_t, ab_prev
+
+    def _predict_x0(self, eps: torch.Tensor, sample: torch.Tensor, ab_t: float) -> torch.Tensor:
+        x0 = (sample - (1.0 - ab_t) ** 0.5 * eps) / ab_t**0.5
+        if self.clip_sample:
+            x0 = x0.clamp(-self.clip_range, self.clip_range)
+        return x0
+
+
+class DDPMScheduler(_Scheduler):
+    """Ancestral sampling p(x_prev | x_t) with the fixed-small posterior variance."""
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        t: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One reverse step from timestep `t` (epsilon prediction) -> x at the previous timestep."""
+        t = int(t)
+        prev = self.previous_timestep(t)
+        ab_t, ab_prev = self._alpha_bars(t, prev, 1.0)
+        alpha_t = ab_t / ab_prev
+        beta_t = 1.0 - alpha_t
+        x0 = self._predict_x0(model_output, sample, ab_t)
+        x0_coef = ab_prev**0.5 * beta_t / (1.0 - ab_t)
+        xt_coef = alpha_t**0.5 * (1.0 - ab_prev) / (1.0 - ab_t)
+        mean = x0_coef * x0 + xt_coef * sample
+        if prev < 0:
+            return mean
+        variance = max((1.0 - ab_prev) / (1.0 - ab_t) * beta_t, 1e-20)
+        if noise is None:
+            noise = _randn_like(sample, generator)
+        return mean + variance**0.5 * noise
+
+
+class DDIMScheduler(_Scheduler):
+    """DDIM (Song et al. 2021): eta = 0 is deterministic, eta = 1 matches DDPM's variance."""
+
+    def __init__(
+        self,
+        betas: np.ndarray | torch.Tensor,
+        clip_sample: bool = True,
+        eta: float = 0.0,
+        clip_range: float = 1.0,
+        timestep_spacing: str = "leading",
+        set_alpha_to_one: bool = True,
+    ) -> None:
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        self.eta = float(eta)
+        super().__init__(betas, clip_sample, clip_range, timestep_spacing)
+        self.final_alpha_cumprod = 1.0 if set_alpha_to_one else float(self.alphas_cumprod[0])
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        t: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One DDIM update from timestep `t` (epsilon prediction) -> x at the previous timestep."""
+        t = int(t)
+        prev = self.previous_timestep(t)
+        ab_t, ab_prev = self._alpha_bars(t, prev, self.final_alpha_cumprod)
+        x0 = self._predict_x0(model_output, sample, ab_t)
+        variance = (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev)
+        std = self.eta * variance**0.5
+        direction = max(1.0 - ab_prev - std**2, 0.0) ** 0.5 * model_output
+        prev_sample = ab_prev**0.5 * x0 + direction
+        if self.eta > 0:
+            if noise is None:
+                noise = _randn_like(sample, generator)
+            prev_sample = prev_sample + std * noise
+        return prev_sample
