@@ -35,7 +35,52 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"prepare": _cmd_prepare}
+def _cmd_train(args: argparse.Namespace) -> int:
+    from midilib.runs import train_model
+
+    result = train_model(
+        args.model, args.data, args.profile, args.out, epochs=args.epochs, max_steps=args.max_steps,
+        device=args.device, seed=args.seed, resume=args.resume, denoiser=args.denoiser,
+        schedule=args.schedule, batch_size=args.batch_size, max_minutes=args.max_minutes,
+        reuse=False, progress=not args.quiet,
+    )
+    final = result["final"]
+    line = f"{args.model}: {result['parameters']:,} parameters; epoch {final.get('epoch')} loss {final.get('loss', float('nan')):.4f}"
+    for row in result.get("reconstruction", [])[:1]:
+        line += f"; test pitch accuracy {row['pitch_accuracy']:.3f}, note IoU {row['note_iou']:.3f}"
+    print(line + f" -> {args.out}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from midilib.runs import generate
+
+    result = generate(
+        args.generator, args.run, args.n, args.out, steps=args.steps, eta=args.eta,
+        temperature=args.temperature, seed=args.seed, batch_size=args.batch_size,
+        device=args.device, progress=not args.quiet,
+    )
+    print(f"{args.generator}: {args.n} windows in {result['seconds']:.2f} s "
+          f"({result['seconds_per_10k']:.2f} s per 10k on {result['device']}) -> {args.out}/samples.npz")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from midilib.evaluate import run_evaluation
+
+    embedder = None if args.embedder == "none" else args.embedder
+    df = run_evaluation(args.reference, args.samples, args.out, embedder=embedder, n=args.n,
+                        seed=args.seed, n_boot=args.n_boot)
+    print(f"{len(df)} rows -> {args.out}/results.csv, {args.out}/results.md")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "prepare": _cmd_prepare,
+    "train": _cmd_train,
+    "generate": _cmd_generate,
+    "evaluate": _cmd_evaluate,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +99,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parser", choices=("fast", "pretty_midi"), default="fast")
     p.add_argument("--max-files", type=int, default=None, help="use only the first N files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("train", help="train a model into a run folder")
+    p.add_argument("model", choices=("vae", "ddpm"))
+    p.add_argument("--data", required=True, help="a prepared folder (windows.npz)")
+    p.add_argument("--profile", default="default", help="smoke | default | full")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    p.add_argument("--denoiser", choices=("lstm", "transformer"), default=None)
+    p.add_argument("--schedule", choices=("linear", "cosine"), default=None)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("generate", help="generate windows with a trained run")
+    p.add_argument("generator", choices=("vae", "ddpm", "ddim"))
+    p.add_argument("--run", required=True)
+    p.add_argument("-n", type=int, default=10_000)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (diffusion; default: all for ddpm, 50 for ddim)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like)")
+    p.add_argument("--temperature", type=float, default=0.0, help="VAE pitch temperature (0 = argmax)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("evaluate", help="compare sample sets against held-out windows")
+    p.add_argument("--reference", required=True, help="a prepared folder (its test split is the reference)")
+    p.add_argument("--samples", nargs="+", required=True, metavar="NAME=PATH[:split]")
+    p.add_argument("--out", required=True)
+    p.add_argument("--embedder", default="musicnn", help="FAD embedder (musicnn, musicnn-mtt, basic-pitch, vggish, none)")
+    p.add_argument("--n", type=int, default=10_000, help="windows per set")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
     return parser
 
 

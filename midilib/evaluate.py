@@ -578,10 +578,14 @@ def _seconds_per_10k(spec: str) -> float | None:
         return float(npz["seconds_per_10k"]) if "seconds_per_10k" in npz.files else None
 
 
-def _machine_line() -> str:
+def machine_line() -> str:
+    """Which machine produced a table: CPU, cores, accelerator, torch and the date."""
+    import torch
+
     cpu = platform.processor() or platform.machine()
-    return (f"Machine: {platform.node()} ({cpu}, {os.cpu_count()} CPUs), Python "
-            f"{platform.python_version()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return (f"Machine: {cpu}, {os.cpu_count()} CPU cores{gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
 
 
 def run_evaluation(
@@ -631,7 +635,7 @@ def run_evaluation(
         f"Reference: {len(reference)} of {len(test)} test windows of {npz_path} (seed {seed}); "
         f"floor and baselines from {len(train)} training windows",
         f"Bootstrap: {n_boot} replicates" + (f"; FAD embedder: {embedder}" if embedder else ""),
-        _machine_line(),
+        machine_line(),
     ]
     write_results(df, out_dir, lines)
     return df

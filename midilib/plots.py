@@ -144,3 +144,40 @@ def training_curves(log: pd.DataFrame, columns: Sequence[str], title: str = "") 
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def schedules(curves: Mapping[str, Sequence[float]], xlabel: str = "epoch") -> plt.Figure:
+    """Per-epoch schedules (teacher forcing, KL weight...) as step plots."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 2.8), squeeze=False)
+    for ax, (name, values) in zip(axes[0], curves.items()):
+        ax.step(np.arange(len(values)), values, where="post", marker=".")
+        ax.set_xlabel(xlabel)
+        ax.set_title(name)
+    fig.tight_layout()
+    return fig
+
+
+def before_after(originals: np.ndarray, others: np.ndarray, names: tuple[str, str]) -> plt.Figure:
+    """Pairs of piano rolls (e.g. real window vs reconstruction), one column per pair."""
+    n = len(originals)
+    fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 4.8), squeeze=False, sharey="col")
+    for i in range(n):
+        piano_roll(originals[i], ax=axes[0, i], title=f"{names[0]} {i}")
+        piano_roll(others[i], ax=axes[1, i], title=f"{names[1]} {i}")
+    fig.tight_layout()
+    return fig
+
+
+def interval_plot(df: pd.DataFrame, metric: str, ax: plt.Axes | None = None, xlabel: str = "") -> plt.Axes:
+    """A metric with its [lo, hi] interval per row of a results table (columns metric, metric_lo, metric_hi)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.45 * len(df) + 1))
+    y = np.arange(len(df))
+    values = df[metric].to_numpy(dtype=float)
+    lo = values - df[f"{metric}_lo"].to_numpy(dtype=float)
+    hi = df[f"{metric}_hi"].to_numpy(dtype=float) - values
+    ax.errorbar(values, y, xerr=[np.clip(lo, 0, None), np.clip(hi, 0, None)], fmt="o", capsize=3)
+    ax.set_yticks(y, list(df.index))
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel or metric)
+    return ax

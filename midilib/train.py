@@ -109,7 +109,7 @@ def fit(
 
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt["config"] != json.loads(json.dumps(config)):
+        if _identity(ckpt["config"]) != _identity(json.loads(json.dumps(config))):
             raise ValueError(f"{ckpt_path}: --resume with a different configuration than the run's")
         model.load_state_dict(ckpt["model"])
         model.to(dev)
@@ -117,6 +117,7 @@ def fit(
         optimizer.load_state_dict(ckpt["optimizer"])
         state = TrainState(**ckpt["state"])
         _set_rng_state(ckpt["rng"])
+        _truncate_log(out / "log.csv", state.epoch)
     else:
         seed_everything(seed)
         model.to(dev)
@@ -177,7 +178,6 @@ def fit(
             "seconds": state.seconds,
             **{name: value / max(seen, 1) for name, value in sums.items()},
         }
-        _append_log(out / "log.csv", row)
         _atomic_save(
             {
                 "model": model.state_dict(),
@@ -188,9 +188,29 @@ def fit(
             },
             ckpt_path,
         )
+        _append_log(out / "log.csv", row)  # after the checkpoint: a logged epoch is a saved one
         summary = row
     model.eval()
     return summary
+
+
+def _truncate_log(path: Path, epochs: int) -> None:
+    """Drop log rows of epochs past the checkpoint (a kill between the two writes)."""
+    if not path.exists():
+        return
+    rows = list(csv.DictReader(open(path, newline="")))
+    if all(int(r["epoch"]) < epochs for r in rows):
+        return
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()), lineterminator="\n")
+        w.writeheader()
+        w.writerows(r for r in rows if int(r["epoch"]) < epochs)
+
+
+def _identity(config: dict) -> dict:
+    """A run's config without its stopping rules: a resumed run may be extended."""
+    train = {k: v for k, v in config.get("train", {}).items() if k not in ("epochs", "max_steps", "max_minutes")}
+    return {**config, "train": train}
 
 
 def _append_log(path: Path, row: dict) -> None:

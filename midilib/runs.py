@@ -1,0 +1,244 @@
+"""Run folders: build a model from a profile, train it with the one trainer, load it, generate.
+
+A run folder holds ``config.json`` (fully resolved), ``log.csv``,
+``checkpoint.pt`` and ``metrics.json``. Training with a config identical to
+the stored one and a finished ``metrics.json`` reuses the run (the workbook's
+cache); ``resume`` continues an interrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from midilib import baselines, metrics
+from midilib.events import write_midi
+from midilib.prepare import load_windows
+from midilib.profiles import DiffusionConfig, Profile, TrainConfig, VAEConfig, get_profile, override
+from midilib.train import fit, load_checkpoint, resolve_device, seed_everything
+
+MODELS = ("vae", "ddpm")
+GENERATORS = ("vae", "ddpm", "ddim")
+
+
+def data_params(data_dir: str | Path) -> dict:
+    """window, s_max, d_max of a prepared folder (params.json written by prepare)."""
+    path = Path(data_dir) / "params.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; run `python -m midilib prepare` first")
+    params = json.loads(path.read_text())["params"]
+    return {"window": params["window"], "s_max": params["s_max"], "d_max": params["d_max"]}
+
+
+def build_model(kind: str, model_cfg: dict, data: dict) -> nn.Module:
+    """The nn.Module of `kind` from a resolved config section and the data's params."""
+    if kind == "vae":
+        from midilib.models.vae import build_vae
+
+        return build_vae(VAEConfig(**model_cfg), data["window"], data["s_max"], data["d_max"])
+    if kind == "ddpm":
+        from midilib.diffusion.model import build_diffusion
+
+        return build_diffusion(
+            DiffusionConfig(**model_cfg), data["s_max"], data["d_max"], window=data["window"]
+        )
+    raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def resolve_config(
+    kind: str,
+    profile: str | Profile,
+    data_dir: str | Path,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    denoiser: str | None = None,
+    schedule: str | None = None,
+    batch_size: int | None = None,
+    max_minutes: float | None = None,
+) -> tuple[dict, TrainConfig]:
+    """The fully resolved description of a training run and its TrainConfig."""
+    prof = get_profile(profile)
+    if kind == "vae":
+        model_cfg, train_cfg = asdict(prof.vae), prof.vae_train
+    elif kind == "ddpm":
+        model_cfg = asdict(override(prof.diffusion, denoiser=denoiser, schedule=schedule))
+        train_cfg = prof.diffusion_train
+        if model_cfg["denoiser"] not in ("lstm", "transformer"):
+            raise ValueError(f"--denoiser must be lstm or transformer, got {model_cfg['denoiser']!r}")
+        if model_cfg["schedule"] not in ("linear", "cosine"):
+            raise ValueError(f"--schedule must be linear or cosine, got {model_cfg['schedule']!r}")
+    else:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
+    for name, value in (("--epochs", epochs), ("--max-steps", max_steps), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    train_cfg = override(train_cfg, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                         max_minutes=max_minutes)
+    data_dir = Path(data_dir)
+    key = (data_dir / "key.txt").read_text() if (data_dir / "key.txt").exists() else None
+    config = {
+        "model": kind,
+        "profile": prof.name,
+        "data": str(data_dir.resolve()),
+        "data_key": key,
+        "data_params": data_params(data_dir),
+        kind: model_cfg,
+    }
+    return config, train_cfg
+
+
+def train_model(
+    kind: str,
+    data_dir: str | Path,
+    profile: str | Profile,
+    out: str | Path,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    resume: bool = False,
+    denoiser: str | None = None,
+    schedule: str | None = None,
+    batch_size: int | None = None,
+    max_minutes: float | None = None,
+    reuse: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Train `kind` on DIR/windows.npz into RUN; returns metrics.json's content."""
+    config, train_cfg = resolve_config(
+        kind, profile, data_dir, epochs, max_steps, denoiser, schedule, batch_size, max_minutes
+    )
+    out = Path(out)
+    full_config = {**config, "train": asdict(train_cfg), "seed": seed}
+    if reuse and not resume and (out / "metrics.json").exists() and (out / "config.json").exists():
+        if json.loads((out / "config.json").read_text()) == json.loads(json.dumps(full_config)):
+            return json.loads((out / "metrics.json").read_text())
+    arrays = load_windows(data_dir)
+    seed_everything(seed)  # the initial weights too are a function of the seed
+    model = build_model(kind, config[kind], config["data_params"])
+    summary = fit(model, arrays["train"], train_cfg, out, config, seed=seed, device=device,
+                  resume=resume, progress=progress)
+    result = {"model": kind, "parameters": count_parameters(model), "final": summary,
+              "device": str(resolve_device(device))}
+    if kind == "vae" and len(arrays["test"]):
+        table = reconstruction_table(model, arrays, n_boot=200, seed=seed)
+        result["reconstruction"] = table.reset_index().to_dict(orient="records")
+    _write_json(out / "metrics.json", result)
+    return result
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def load_model(run: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """The trained model of a run folder (eval mode) and its config."""
+    ckpt = load_checkpoint(run)
+    config = ckpt["config"]
+    model = build_model(config["model"], config[config["model"]], config["data_params"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(resolve_device(device)).eval(), config
+
+
+def reconstruction_table(model: nn.Module, arrays: dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Pitch accuracy and note IoU on the test files, with bootstrap 95% CIs over files,
+    for the VAE (posterior mean, no teacher forcing) and two baselines."""
+    from midilib.models.vae import reconstruct
+
+    test, train, groups = arrays["test"], arrays["train"], arrays["test_file"]
+    predictions = {
+        "VAE (posterior mean)": reconstruct(model, test),
+        "baseline: most common pitch": baselines.most_common_pitch(train, test),
+        "baseline: nearest training window": baselines.nearest_neighbour(train, test),
+    }
+    rows = []
+    for name, pred in predictions.items():
+        row = {"model": name}
+        for metric, fn in (("pitch_accuracy", metrics.pitch_accuracy), ("note_iou", metrics.note_iou)):
+            per_window = fn(test, pred)
+            point, lo, hi = metrics.bootstrap_ci(np.mean, per_window, groups=groups, n_boot=n_boot, seed=seed)
+            row.update({metric: point, f"{metric}_lo": lo, f"{metric}_hi": hi})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def generate(
+    kind: str,
+    run: str | Path,
+    n: int,
+    out: str | Path | None = None,
+    steps: int | None = None,
+    eta: float = 0.0,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 4096,
+    device: str = "auto",
+    n_midi: int = 4,
+    progress: bool = True,
+) -> dict:
+    """Generate n windows with a trained run; write OUT/samples.npz (+ a few .mid); time it.
+
+    Returns {"samples": array, "seconds": model time, "seconds_per_10k": ...}.
+    """
+    if kind not in GENERATORS:
+        raise ValueError(f"unknown generator {kind!r}; choose one of {', '.join(GENERATORS)}")
+    if n < 1:
+        raise ValueError(f"-n must be >= 1, got {n}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"--eta must be in [0, 1], got {eta}")
+    if temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {temperature}")
+    model, config = load_model(run, device)
+    expected = "vae" if kind == "vae" else "ddpm"
+    if config["model"] != expected:
+        raise ValueError(f"{run}: a {config['model']} run cannot generate with {kind}")
+    dev = next(model.parameters()).device
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    if kind == "vae":
+        from midilib.models.vae import sample as vae_sample
+
+        samples = vae_sample(model, n, temperature=temperature, seed=seed, batch_size=batch_size)
+    else:
+        from midilib.diffusion.sampling import make_scheduler
+        from midilib.diffusion.sampling import sample as diffusion_sample
+
+        if steps is not None and not 1 <= steps <= model.timesteps:
+            raise ValueError(f"--steps must be in [1, {model.timesteps}], got {steps}")
+        if steps is None and kind == "ddim":
+            steps = 50
+        scheduler = make_scheduler(model, kind, steps, eta=eta)
+        samples = diffusion_sample(model, scheduler, n, batch_size=batch_size, seed=seed,
+                                   progress=progress)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    result = {"samples": samples, "seconds": seconds, "seconds_per_10k": seconds * 10_000 / n,
+              "device": str(dev)}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "samples.tmp.npz"
+        np.savez(tmp, samples=samples, seconds_per_10k=np.float64(result["seconds_per_10k"]))
+        os.replace(tmp, out / "samples.npz")
+        for i in range(min(n_midi, len(samples))):
+            write_midi(samples[i], out / f"sample_{i:02d}.mid")
+        info = {k: v for k, v in result.items() if k != "samples"}
+        _write_json(out / "generate.json", {"generator": kind, "run": str(run), "n": n, "steps": steps,
+                                            "eta": eta, "temperature": temperature, "seed": seed, **info})
+    return result

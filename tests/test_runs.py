@@ -1,0 +1,161 @@
+"""Run folders end to end through the CLI: train, resume after a kill, generate, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from midilib.cli import main
+from midilib.prepare import PrepareParams, prepare
+from midilib.runs import load_model, train_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """A small real corpus: the first files of the embedded corpus (or the sample corpus)."""
+    from midilib.corpus import DATA
+
+    source = DATA / "default-corpus"
+    if not (source / "corpus.json").exists():
+        source = ROOT.parent / "shared" / "corpora" / "giantmidi-sample"
+    if not source.exists():
+        pytest.skip("no corpus available (run make set-up)")
+    out = tmp_path_factory.mktemp("data")
+    prepare(source, out, PrepareParams(max_files=16, test_fraction=0.25), progress=False)
+    return out
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_train_vae_writes_a_complete_run(data_dir, tmp_path, capsys):
+    run = tmp_path / "vae"
+    assert main(["train", "vae", "--data", str(data_dir), "--profile", "smoke", "--out", str(run),
+                 "--epochs", "2", "--quiet"]) == 0
+    assert "parameters" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == "vae" and config["profile"] == "smoke" and config["train"]["epochs"] == 2
+    assert config["data_params"] == {"window": 8, "s_max": 2.0, "d_max": 2.0}
+    log = pd.read_csv(run / "log.csv")
+    assert list(log.epoch) == [0, 1]
+    assert {"loss", "ce", "mse", "kl", "beta", "teacher_forcing", "lr", "samples_per_s"} <= set(log.columns)
+    assert list(log.teacher_forcing) == [0.6, 0.55] and list(log.beta) == [0.0, 0.01]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["parameters"] == 44_198
+    names = [r["model"] for r in metrics["reconstruction"]]
+    assert names[0].startswith("VAE") and len(names) == 3
+
+
+def test_resume_after_a_kill_reaches_the_same_weights(data_dir, tmp_path):
+    args = ["--data", str(data_dir), "--profile", "smoke", "--epochs", "12", "--max-steps", "100000", "--quiet"]
+    straight = tmp_path / "straight"
+    assert main(["train", "vae", *args, "--out", str(straight)]) == 0
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "midilib", "train", "vae", *args, "--out", str(killed)], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "log.csv").exists():
+        time.sleep(0.05)
+    while time.time() < deadline and len((killed / "log.csv").read_text().splitlines()) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(pd.read_csv(killed / "log.csv"))
+    assert 0 < done < 12, "the run should have been killed part-way"
+    assert main(["train", "vae", *args, "--out", str(killed), "--resume"]) == 0
+    log = pd.read_csv(killed / "log.csv")
+    assert list(log.epoch) == list(range(12))
+    a, b = _weights(straight), _weights(killed)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_refuses_another_configuration(data_dir, tmp_path):
+    run = tmp_path / "run"
+    train_model("vae", data_dir, "smoke", run, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        train_model("vae", data_dir, "smoke", run, epochs=2, seed=5, resume=True, progress=False)
+
+
+def test_train_reuses_a_finished_identical_run(data_dir, tmp_path):
+    run = tmp_path / "run"
+    first = train_model("vae", data_dir, "smoke", run, epochs=1, progress=False)
+    stamp = (run / "checkpoint.pt").stat().st_mtime_ns
+    assert train_model("vae", data_dir, "smoke", run, epochs=1, progress=False) == first
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+@pytest.fixture(scope="module")
+def ddpm_run(data_dir, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("ddpm")
+    train_model("ddpm", data_dir, "smoke", run, epochs=2, progress=False)
+    return run
+
+
+def test_generate_and_evaluate_through_the_cli(data_dir, ddpm_run, tmp_path, capsys):
+    vae_run = tmp_path / "vae"
+    train_model("vae", data_dir, "smoke", vae_run, epochs=1, progress=False)
+    specs = []
+    for generator, run, extra in (("vae", vae_run, []), ("ddpm", ddpm_run, ["--steps", "20"]),
+                                  ("ddim", ddpm_run, ["--steps", "10", "--eta", "0.5"])):
+        out = tmp_path / f"gen-{generator}"
+        assert main(["generate", generator, "--run", str(run), "-n", "64", "--out", str(out), "--quiet", *extra]) == 0
+        with np.load(out / "samples.npz") as f:
+            samples = f["samples"]
+            assert samples.shape == (64, 8, 4) and samples.dtype == np.float32
+            assert float(f["seconds_per_10k"]) > 0
+        assert len(list(out.glob("*.mid"))) == 4
+        assert np.all(samples[..., 0] == np.round(samples[..., 0]))
+        assert samples[..., 2].min() >= 0 and samples[..., 2].max() <= 2
+        specs.append(f"{generator}={out / 'samples.npz'}")
+        again = tmp_path / f"again-{generator}"
+        main(["generate", generator, "--run", str(run), "-n", "64", "--out", str(again), "--quiet", *extra])
+        with np.load(again / "samples.npz") as f:
+            np.testing.assert_array_equal(f["samples"], samples)  # seeded
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--reference", str(data_dir), "--samples", *specs, "--out", str(out),
+                 "--embedder", "none", "--n", "64", "--n-boot", "20"]) == 0
+    table = pd.read_csv(out / "results.csv")
+    names = set(table.iloc[:, 0])
+    assert {"vae", "ddpm", "ddim"} <= names and any("floor" in n for n in names)
+    assert (out / "results.md").read_text().count("|") > 20
+
+
+def test_cli_errors_are_one_line(data_dir, ddpm_run, tmp_path, capsys):
+    cases = [
+        (["train", "vae", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")], "not found"),
+        (["train", "vae", "--data", str(data_dir), "--profile", "huge", "--out", str(tmp_path / "r")], "unknown profile"),
+        (["train", "vae", "--data", str(data_dir), "--out", str(tmp_path / "r"), "--epochs", "0"], "--epochs"),
+        (["generate", "vae", "--run", str(ddpm_run), "-n", "10", "--out", str(tmp_path / "g")], "cannot generate"),
+        (["generate", "ddim", "--run", str(ddpm_run), "-n", "10", "--out", str(tmp_path / "g"), "--steps", "100000"], "--steps"),
+        (["generate", "ddim", "--run", str(ddpm_run), "-n", "10", "--out", str(tmp_path / "g"), "--eta", "2"], "--eta"),
+        (["generate", "ddpm", "--run", str(tmp_path / "nothing"), "-n", "10", "--out", str(tmp_path / "g")], "not found"),
+        (["evaluate", "--reference", str(data_dir), "--samples", f"x={tmp_path / 'none.npz'}", "--out", str(tmp_path / "e")], "none.npz"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, (argv, err)
+
+
+def test_loaded_model_matches_the_trained_one(data_dir, ddpm_run):
+    model, config = load_model(ddpm_run)
+    assert config["model"] == "ddpm" and not model.training
+    weights = _weights(ddpm_run)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[name])
