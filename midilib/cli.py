@@ -7,7 +7,9 @@ ends as one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
+import zipfile
 from collections.abc import Callable, Sequence
 
 
@@ -144,8 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CliError, ValueError, FileNotFoundError, ConnectionError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (CliError, ValueError, OSError, ImportError, RuntimeError, EOFError, zipfile.BadZipFile,
+            pickle.UnpicklingError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

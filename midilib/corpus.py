@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -55,6 +56,16 @@ def describe(path: str | Path) -> tuple[str, str]:
         surname, firstname = parts[0], parts[1]
         return f"{surname}, {firstname}", ", ".join(parts[2:-1])
     return "unknown", stem
+
+
+def piece_key(composer: str, title: str) -> str:
+    """Files of one piece share a key, so that the split never puts a piece on both sides.
+
+    music21 ships several versions of some chorales (``bwv248.23-2`` and
+    ``bwv248.23-s``); GiantMIDI-Piano holds several recordings of one title.
+    """
+    title = re.sub(r"^(bwv\d+(?:\.\d+)?)-\w+$", r"\1", title.strip(), flags=re.IGNORECASE)
+    return f"{composer}\t{title}".lower()
 
 
 # ---------------------------------------------------------------- downloading
@@ -147,7 +158,8 @@ def extract_zip(archive: str | Path, dest: str | Path) -> Path:
     marker = dest / ".extracted"
     if marker.exists() and marker.read_text() == stamp:
         return dest
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent if dest.parent.exists() else None))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent))
     try:
         with zipfile.ZipFile(archive) as zf:
             for member in zf.infolist():
@@ -248,6 +260,8 @@ def build_embedded_corpus(
             (dest / n).exists() or n in old.get("failed", {}) for n in key["files"]
         ):
             return dest
+        if {k: old.get(k) for k in key} != key:  # another selection or converter: start afresh
+            shutil.rmtree(dest)
     dest.mkdir(parents=True, exist_ok=True)
     jobs = [(str(src), str(dest / name)) for src, _, name in selection if not (dest / name).exists()]
     failed: dict[str, str] = {}

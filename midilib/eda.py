@@ -51,3 +51,9 @@ def per_composer(table: pd.DataFrame, top: int = 15) -> pd.DataFrame:
         .sort_values("notes", ascending=False)
         .head(top)
     )
+
+
+def chord_share(raw: dict[str, np.ndarray]) -> float:
+    """Share of notes that start together with the previous one (gap 0), first notes excluded."""
+    gaps = np.concatenate([e[1:, DELTA] for e in raw.values()])
+    return float(np.mean(gaps == 0)) if len(gaps) else float("nan")

@@ -24,7 +24,7 @@ from midilib import corpus
 from midilib.events import MidiError, read_events, to_windows
 
 MANIFEST_COLUMNS = ("path", "composer", "title", "notes", "windows", "split", "status")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: split by piece
 
 
 @dataclass(frozen=True)
@@ -111,16 +111,28 @@ def _cache_key(files: list[Path], root: Path, params: PrepareParams) -> str:
     return digest.hexdigest()
 
 
-def split_files(n_files: int, test_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of test files: a seeded shuffle, round(fraction * n) files (at least one
-    when the fraction is positive and there are two files or more)."""
-    n_test = int(round(test_fraction * n_files))
-    if test_fraction > 0 and n_files >= 2:
-        n_test = min(max(n_test, 1), n_files - 1)
-    order = np.random.default_rng(seed).permutation(n_files)
-    mask = np.zeros(n_files, dtype=bool)
-    mask[order[:n_test]] = True
-    return mask
+def split_files(n_files: int, test_fraction: float, seed: int, groups: list | None = None) -> np.ndarray:
+    """Boolean mask of test files: a seeded shuffle of the pieces (`groups`, one key per file;
+    default: every file its own piece), taking whole pieces until round(fraction * n_files)
+    files are in test (at least one piece when the fraction is positive and there are two
+    pieces or more)."""
+    groups = list(range(n_files)) if groups is None else list(groups)
+    pieces = list(dict.fromkeys(groups))  # first-seen order, deterministic
+    target = int(round(test_fraction * n_files))
+    if test_fraction > 0 and len(pieces) >= 2:
+        target = max(target, 1)
+    order = np.random.default_rng(seed).permutation(len(pieces))
+    chosen: set = set()
+    count = 0
+    sizes = {p: 0 for p in pieces}
+    for g in groups:
+        sizes[g] += 1
+    for i in order:
+        if count >= target or len(chosen) == len(pieces) - 1:
+            break
+        chosen.add(pieces[i])
+        count += sizes[pieces[i]]
+    return np.array([g in chosen for g in groups], dtype=bool)
 
 
 def prepare(
@@ -162,7 +174,8 @@ def prepare(
     if not ok:
         reasons = sorted({status for _, _, status in results})
         raise ValueError(f"{root}: no usable MIDI file among {len(files)} ({'; '.join(reasons[:3])})")
-    is_test = split_files(len(ok), params.test_fraction, params.seed)
+    pieces = [corpus.piece_key(*corpus.describe(files[i])) for i in ok]
+    is_test = split_files(len(ok), params.test_fraction, params.seed, pieces)
     split_of = {i: ("test" if t else "train") for i, t in zip(ok, is_test)}
 
     manifest, parts = [], {"train": [], "test": []}
@@ -189,6 +202,7 @@ def prepare(
 
     train, test = stack("train"), stack("test")
     out.mkdir(parents=True, exist_ok=True)
+    (out / "key.txt").unlink(missing_ok=True)  # a crash below must not leave a matching key
     buffer = io.BytesIO()
     np.savez(buffer, train=train, test=test, train_file=ids("train"), test_file=ids("test"))
     _atomic_write(out / "windows.npz", buffer.getvalue())
@@ -204,7 +218,7 @@ def prepare(
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

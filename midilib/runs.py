@@ -125,6 +125,8 @@ def train_model(
     if reuse and not resume and (out / "metrics.json").exists() and (out / "config.json").exists():
         if json.loads((out / "config.json").read_text()) == json.loads(json.dumps(full_config)):
             return json.loads((out / "metrics.json").read_text())
+    if not resume:
+        (out / "metrics.json").unlink(missing_ok=True)  # a killed retrain must not look finished
     arrays = load_windows(data_dir)
     seed_everything(seed)  # the initial weights too are a function of the seed
     model = build_model(kind, config[kind], config["data_params"])
@@ -139,10 +141,14 @@ def train_model(
     return result
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float))
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    _write_text(path, json.dumps(data, indent=1, default=float))
 
 
 def load_model(run: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
@@ -154,12 +160,21 @@ def load_model(run: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
     return model.to(resolve_device(device)).eval(), config
 
 
-def reconstruction_table(model: nn.Module, arrays: dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def reconstruction_table(
+    model: nn.Module, arrays: dict, n_boot: int = 1000, seed: int = 0,
+    max_test: int = 20_000, max_train: int = 500_000,
+) -> pd.DataFrame:
     """Pitch accuracy and note IoU on the test files, with bootstrap 95% CIs over files,
     for the VAE (posterior mean, no teacher forcing) and two baselines."""
     from midilib.models.vae import reconstruct
 
     test, train, groups = arrays["test"], arrays["train"], arrays["test_file"]
+    rng = np.random.default_rng(seed)
+    if len(test) > max_test:  # GiantMIDI-sized test sets: a random subset keeps this in seconds
+        keep = np.sort(rng.choice(len(test), max_test, replace=False))
+        test, groups = test[keep], groups[keep]
+    if len(train) > max_train:  # and the nearest-neighbour search in memory
+        train = train[np.sort(rng.choice(len(train), max_train, replace=False))]
     predictions = {
         "VAE (posterior mean)": reconstruct(model, test),
         "baseline: most common pitch": baselines.most_common_pitch(train, test),
@@ -242,3 +257,38 @@ def generate(
         _write_json(out / "generate.json", {"generator": kind, "run": str(run), "n": n, "steps": steps,
                                             "eta": eta, "temperature": temperature, "seed": seed, **info})
     return result
+
+
+def cached_generate(
+    kind: str,
+    run: str | Path,
+    n: int,
+    steps: int | None = None,
+    eta: float = 0.0,
+    temperature: float = 0.0,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict:
+    """`generate`, kept in RUN/samples/<parameters>/ and reused while the checkpoint is the same.
+
+    Notebooks 04-06 ask for the same slow sets (DDPM-1000...); each is sampled
+    once. The reported time is the one measured when the set was made.
+    """
+    run = Path(run)
+    ckpt = run / "checkpoint.pt"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{ckpt}: not found; train the model first")
+    stat = ckpt.stat()
+    dev = str(resolve_device(device))  # timings belong to a device
+    key = json.dumps([kind, n, steps, eta, temperature, seed, dev, stat.st_size, stat.st_mtime_ns])
+    name = f"{kind}-n{n}-s{steps}-e{eta}-t{temperature}-seed{seed}-{dev}"
+    out = run / "samples" / name
+    info_path = out / "generate.json"
+    if info_path.exists() and (out / "key.txt").exists() and (out / "key.txt").read_text() == key:
+        info = json.loads(info_path.read_text())
+        with np.load(out / "samples.npz") as f:
+            return {**info, "samples": f["samples"], "cached": True}
+    result = generate(kind, run, n, out, steps=steps, eta=eta, temperature=temperature, seed=seed,
+                      device=device, progress=False)
+    _write_text(out / "key.txt", key)
+    return {**result, "cached": False}

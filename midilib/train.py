@@ -99,6 +99,8 @@ def fit(
     data folder...), stored as config.json; a resumed run must match it.
     Returns the final training summary (also the last row of log.csv).
     """
+    if cfg.max_minutes is not None and cfg.max_minutes <= 0:
+        raise ValueError(f"--max-minutes must be > 0, got {cfg.max_minutes}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -123,7 +125,9 @@ def fit(
         model.to(dev)
         optimizer = make_optimizer(model, cfg)
         (out / "log.csv").unlink(missing_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=1))
+    tmp = out / f"config.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(config, indent=1))
+    os.replace(tmp, out / "config.json")
 
     data = torch.as_tensor(np.ascontiguousarray(train, dtype=np.float32))
     if dev.type == "cuda":
@@ -176,7 +180,7 @@ def fit(
             "lr": optimizer.param_groups[0]["lr"],
             "samples_per_s": seen / max(elapsed, 1e-9),
             "seconds": state.seconds,
-            **{name: value / max(seen, 1) for name, value in sums.items()},
+            **{name: round(value / max(seen, 1), 12) for name, value in sums.items()},
         }
         _atomic_save(
             {
@@ -191,7 +195,15 @@ def fit(
         _append_log(out / "log.csv", row)  # after the checkpoint: a logged epoch is a saved one
         summary = row
     model.eval()
-    return summary
+    if not summary and (out / "log.csv").exists():  # nothing left to run: report the last epoch
+        rows = list(csv.DictReader(open(out / "log.csv", newline="")))
+        summary = {k: float(v) for k, v in rows[-1].items() if v} if rows else {}
+    stopped = "epochs"
+    if cfg.max_steps is not None and state.step >= cfg.max_steps:
+        stopped = "max_steps"
+    elif state.epoch < cfg.epochs and state.seconds >= budget:
+        stopped = "max_minutes (the epoch count depends on the machine's speed)"
+    return {**summary, "epochs_done": state.epoch, "stopped_by": stopped}
 
 
 def _truncate_log(path: Path, epochs: int) -> None:

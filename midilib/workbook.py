@@ -25,14 +25,15 @@ import numpy as np
 from midilib.profiles import Profile, get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ("01_eda", "02_tokenization")
+NOTEBOOKS = ("01_eda", "02_tokenization", "03_vae", "04_ddpm", "05_ddim", "06_evaluation")
 
 
-def figures_dir(profile: str) -> Path:
-    """figures/ for real runs; smoke runs (CI) write under build/ so they never touch it."""
+def figures_dir(profile: str, source: str = "default") -> Path:
+    """figures/ for real runs on the embedded corpus, figures/<source>/ for other corpora;
+    smoke runs (CI) write under build/ so they never touch figures/."""
     if profile == "smoke":
         return ROOT / "build" / "figures-smoke"
-    return ROOT / "figures"
+    return ROOT / "figures" if source == "default" else ROOT / "figures" / source_name(source)
 
 
 def source_name(source: str) -> str:
@@ -53,7 +54,7 @@ class Workbook:
 
     def __post_init__(self) -> None:
         self.profile: Profile = get_profile(self.profile_name)
-        self.figures = Path(self.figures) if self.figures else figures_dir(self.profile.name)
+        self.figures = Path(self.figures) if self.figures else figures_dir(self.profile.name, self.source)
         self.figures.mkdir(parents=True, exist_ok=True)
         (self.figures / "records").mkdir(exist_ok=True)
 
@@ -96,7 +97,7 @@ class Workbook:
         data = json.loads(path.read_text()) if path.exists() else {}
         data.update({k: _plain(v) for k, v in values.items()})
         data["profile"], data["source"] = self.profile.name, self.source
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, path)
         return data
@@ -114,11 +115,16 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def read_records(notebook: str, profile: str = "default", figures: str | Path | None = None) -> dict:
-    path = Path(figures or figures_dir(profile)) / "records" / f"{notebook}.json"
+def read_records(notebook: str, profile: str = "default", figures: str | Path | None = None,
+                 source: str = "default") -> dict:
+    path = Path(figures or figures_dir(profile, source)) / "records" / f"{notebook}.json"
     if not path.exists():
         raise FileNotFoundError(f"{path}: run notebook {notebook} first")
-    return json.loads(path.read_text())
+    data = json.loads(path.read_text())
+    if data.get("profile") != profile or data.get("source") != source:
+        raise ValueError(f"{path}: recorded at profile {data.get('profile')!r}, source {data.get('source')!r}; "
+                         f"run notebook {notebook} at profile {profile!r}, source {source!r} first")
+    return data
 
 
 # ----------------------------------------------------------------- the runner
@@ -137,6 +143,8 @@ def run_notebooks(
     get_profile(profile)
     out_dir = Path(out_dir or ROOT / "build" / "notebooks" / profile)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if source not in ("default", "giantmidi"):  # the notebooks run in notebooks/: pass absolute paths
+        source = str(Path(source).resolve())
     parameters = {"PROFILE": profile, "SOURCE": source, "FIGURES": str(figures or "")}
     times = {}
     for name in names:

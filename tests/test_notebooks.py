@@ -40,7 +40,7 @@ def records(figures: Path, name: str) -> dict:
 def test_eda_records(executed):
     r = records(executed, "01_eda")
     assert (r["profile"], r["files"], r["notes"]) == ("smoke", 24, 7585)
-    assert (r["train_windows"], r["test_windows"]) == (885, 50)
+    assert (r["train_windows"], r["test_windows"]) == (869, 66)
     assert 0 < r["clipped_duration"] < 0.05 and 0.3 < r["chord_share"] < 0.9
     for name in ("01_composers", "01_histograms", "01_piano_roll", "01_notes_per_second"):
         assert (executed / f"{name}.png").stat().st_size > 10_000
@@ -48,7 +48,7 @@ def test_eda_records(executed):
 
 def test_tokenization_records(executed):
     r = records(executed, "02_tokenization")
-    assert r["train_shape"] == [885, 8, 4] and r["test_shape"] == [50, 8, 4]
+    assert r["train_shape"] == [869, 8, 4] and r["test_shape"] == [66, 8, 4]
     assert (r["train_files"], r["test_files"]) == (22, 2)
     assert r["round_trip_error"] < 1e-4
     assert (executed / "02_round_trip.mid").exists()
@@ -62,3 +62,40 @@ def test_committed_notebooks_are_small_and_carry_no_audio():
         assert "audio/wav" not in text and "<audio" not in text
         nb = json.loads(text)
         assert "parameters" in nb["cells"][1]["metadata"].get("tags", [])
+
+
+def test_vae_records(executed):
+    r = records(executed, "03_vae")
+    assert r["parameters"] == 44_198 and r["epochs"] >= 1
+    assert r["final_loss"] < r["first_loss"]  # it learns
+    assert 0.0 <= r["pitch_accuracy"] <= 1.0 and 0.0 <= r["note_iou"] <= 1.0
+    assert r["baseline_nn"] > r["baseline_common"]  # the nearest neighbour beats a constant
+    assert r["seconds_per_10k"] > 0
+    for name in ("03_schedules", "03_training", "03_reconstructions", "03_samples", "03_walk_interpolation"):
+        assert (executed / f"{name}.png").exists()
+
+
+def test_ddpm_records(executed):
+    r = records(executed, "04_ddpm")
+    assert r["parameters"] == 23_684
+    assert r["final_loss"] < r["first_loss"]
+    assert r["floor_overlap_pitch"] > r["uniform_overlap_pitch"]  # the metric separates real from noise
+    assert (executed / "04_forward_process.png").exists()
+
+
+def test_ddim_records(executed):
+    r = records(executed, "05_ddim")
+    assert set(r["sweep"]) == {"DDIM-5", "DDIM-10", "DDIM-20", "DDIM-50", "DDIM-100", "DDPM-100"}
+    assert r["lstm_parameters"] == 8_056
+    assert r["context_kept"] and r["continuation_notes"] == 16 + 12 * 4
+
+
+def test_evaluation_records(executed):
+    r = records(executed, "06_evaluation")
+    assert r["rows"][0].startswith("floor") and "baseline: uniform" in r["rows"]
+    assert {"VAE", "DDPM-100", "DDIM-50"} <= set(r["rows"])
+    floor, uniform = "floor (train vs test)", "baseline: uniform"
+    assert r["fmd"][floor] < r["fmd"][uniform]
+    if r["fad"]:  # weights present: FAD separates real music from uniform noise
+        assert r["fad"][floor] < r["fad"][uniform]
+    assert (executed / "results.csv").exists() and (executed / "results.md").exists()

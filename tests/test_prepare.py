@@ -210,3 +210,21 @@ def test_only_broken_files_in_a_copy_keep_nothing(mixed_corpus, tmp_path):
     shutil.copytree(root / "broken", only_bad)
     with pytest.raises(ValueError, match="no usable MIDI file"):
         prepare(only_bad, tmp_path / "o", progress=False)
+
+
+def test_versions_of_one_piece_stay_on_one_side(tmp_path):
+    from midilib.corpus import piece_key
+
+    assert piece_key("Bach, Johann Sebastian", "bwv248.23-2") == piece_key("Bach, Johann Sebastian", "bwv248.23-s")
+    assert piece_key("Bach, Johann Sebastian", "bwv248.23") != piece_key("Bach, Johann Sebastian", "bwv248.24")
+    root = tmp_path / "c"
+    for i in range(8):
+        for version in ("2", "s"):
+            write_notes_midi(root / f"Bach, Johann Sebastian, bwv{i}.1-{version}, music21.mid", scale_notes(16, seed=i))
+    for seed in range(5):
+        result = prepare(root, tmp_path / f"o{seed}", PrepareParams(test_fraction=0.25, seed=seed), progress=False)
+        split = {r["path"].split("-")[0]: set() for r in result.manifest}
+        for r in result.manifest:
+            split[r["path"].split("-")[0]].add(r["split"])
+        assert all(len(sides) == 1 for sides in split.values()), split
+        assert sum(r["split"] == "test" for r in result.manifest) == 4  # 2 pieces of 2 versions
