@@ -202,7 +202,7 @@ EMBEDDED_SOURCES = (
     ("cpebach", "Bach, Carl Philipp Emanuel"),
     ("beach", "Beach, Amy"),
 )
-EMBEDDED_VERSION = 2  # bump when the selection or the conversion changes
+EMBEDDED_VERSION = 3  # bump when the selection or the conversion changes
 SCORE_SUFFIXES = {".mxl", ".xml", ".musicxml", ".krn"}
 
 
@@ -219,7 +219,12 @@ def embedded_selection() -> list[tuple[Path, str, str]]:
             top = root / folder.split("/")[0]
             title = score.relative_to(top).with_suffix("").as_posix().replace("/", " ")
             chosen.append((score, composer, f"{composer}, {title}, music21.mid"))
-    return chosen
+    # a few chorales ship as both .krn and .mxl: keep one score per output file (MusicXML first)
+    rank = {".mxl": 0, ".musicxml": 1, ".xml": 2, ".krn": 3}
+    unique: dict[str, tuple[Path, str, str]] = {}
+    for item in sorted(chosen, key=lambda c: rank.get(c[0].suffix.lower(), 9)):
+        unique.setdefault(item[2], item)
+    return sorted(unique.values(), key=lambda c: c[2])
 
 
 def _convert_score(job: tuple[str, str]) -> tuple[str, str | None]:
