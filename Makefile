@@ -45,6 +45,9 @@ workbook: $(STAMP)
 test: $(STAMP)
 	MIDILIB_PROFILE=smoke $(BIN)/python -m pytest -q tests notebooks --nbval-lax
 
+bench: $(STAMP)
+	$(BIN)/python -m midilib.bench
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
 

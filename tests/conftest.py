@@ -54,3 +54,26 @@ def scale_notes(n: int = 40, seed: int = 0) -> list[tuple[int, float, float, int
         t += float(rng.choice([0.0, 0.125, 0.25, 0.5, 3.0]))
         out.append((int(rng.integers(40, 90)), t, t + float(rng.uniform(0.05, 2.5)), int(rng.integers(20, 120))))
     return out
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run several times faster on one thread than on two threads fighting
+    over a shared 2-core CPU (measured); notebooks run in their own kernels, unaffected."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_windows(n: int, seed: int = 0, window: int = 8) -> np.ndarray:
+    """Synthetic windows with every channel in its valid range."""
+    rng = np.random.default_rng(seed)
+    w = np.empty((n, window, 4), dtype=np.float32)
+    w[..., 0] = rng.integers(21, 109, (n, window))
+    w[..., 1] = rng.uniform(0.1, 1.0, (n, window))
+    w[..., 2] = rng.exponential(0.2, (n, window)).clip(0, 2)
+    w[..., 3] = rng.exponential(0.4, (n, window)).clip(0, 2)
+    return w

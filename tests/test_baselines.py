@@ -4,19 +4,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import random_windows
 
 from midilib.baselines import most_common_pitch, nearest_neighbour, window_features
 from midilib.metrics import note_iou, pitch_accuracy
-
-
-def random_windows(n: int, seed: int = 0, window: int = 8) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    w = np.empty((n, window, 4), dtype=np.float32)
-    w[..., 0] = rng.integers(21, 109, (n, window))
-    w[..., 1] = rng.uniform(0.1, 1.0, (n, window))
-    w[..., 2] = rng.exponential(0.2, (n, window)).clip(0, 2)
-    w[..., 3] = rng.exponential(0.4, (n, window)).clip(0, 2)
-    return w
 
 
 def test_most_common_pitch_is_mode_with_median_times():

@@ -14,6 +14,7 @@ from midilib.models.denoisers import (
     timestep_embedding,
 )
 from midilib.profiles import DiffusionConfig, get_profile
+from midilib.runs import count_parameters
 
 TINY = DiffusionConfig(
     timesteps=50,
@@ -28,17 +29,8 @@ TINY = DiffusionConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run several times faster on one thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-def n_params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def test_lstm_at_full_has_the_originals_parameter_count() -> None:
@@ -47,13 +39,13 @@ def test_lstm_at_full_has_the_originals_parameter_count() -> None:
     assert (cfg.lstm_bottleneck, cfg.timesteps) == (64, 1000)
     model = build_denoiser(cfg)
     assert isinstance(model, LSTMDenoiser)
-    assert n_params(model) == 2_015_560
+    assert count_parameters(model) == 2_015_560
 
 
 def test_time_projection_only_when_sizes_differ() -> None:
     same = LSTMDenoiser(10, time_embed=16, hidden=16, layers=1, bottleneck=4)
     other = LSTMDenoiser(10, time_embed=8, hidden=16, layers=1, bottleneck=4)
-    assert n_params(other) - n_params(same) == (8 * 16 + 16) - (10 * 8)
+    assert count_parameters(other) - count_parameters(same) == (8 * 16 + 16) - (10 * 8)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "transformer"])

@@ -14,12 +14,6 @@ from midilib.profiles import DiffusionConfig
 CFG = DiffusionConfig(timesteps=40, tf_width=32, tf_layers=1, tf_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=["transformer", "lstm"])

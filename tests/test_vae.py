@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import random_windows
 
 from midilib.baselines import most_common_pitch
 from midilib.metrics import note_iou, pitch_accuracy
@@ -19,6 +20,7 @@ from midilib.models.vae import (
     slerp,
 )
 from midilib.profiles import VAEConfig, get_profile
+from midilib.runs import count_parameters
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared/corpora/giantmidi-sample"
 TINY = VAEConfig(
@@ -27,27 +29,10 @@ TINY = VAEConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny LSTMs run far faster on one thread than on two fighting over a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
-def random_windows(n: int, seed: int = 0, window: int = 8) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    w = np.empty((n, window, 4), dtype=np.float32)
-    w[..., 0] = rng.integers(21, 109, (n, window))
-    w[..., 1] = rng.uniform(0.1, 1.0, (n, window))
-    w[..., 2] = rng.exponential(0.2, (n, window)).clip(0, 2)
-    w[..., 3] = rng.exponential(0.4, (n, window)).clip(0, 2)
-    return w
 
 
 def tiny_vae(seed: int = 0, **kwargs):
@@ -57,12 +42,12 @@ def tiny_vae(seed: int = 0, **kwargs):
 
 def test_parameter_count_full_profile():
     assert get_profile("full").vae == VAEConfig()
-    assert n_params(build_vae(VAEConfig())) == 905_206
+    assert count_parameters(build_vae(VAEConfig())) == 905_206
 
 
 def test_parameter_count_of_the_original_slip():
     # the original code passed sizes positionally and trained a 32-layer decoder, 4 wide
-    assert n_params(build_vae(VAEConfig(dec_layers=32, dec_fc=4))) == 1_831_558
+    assert count_parameters(build_vae(VAEConfig(dec_layers=32, dec_fc=4))) == 1_831_558
 
 
 def test_training_loss_contract():

@@ -1,0 +1,391 @@
+"""`make bench`: measured speed and memory of every stage, side by side with the original's way.
+
+Every figure is the min and median of >= 3 repeats, each ratio measured in the
+same process against a baseline that works the way the original did. Each
+section runs in its own subprocess so that its peak memory (RSS; CUDA max
+allocated on a GPU) belongs to that stage alone. Results go to
+figures/bench.csv and figures/bench.md. Benchmarks are not tests: nothing
+in `make test` depends on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "corpora" / "giantmidi-sample"
+GIANTMIDI_FILES = 10_855
+SECTIONS = ("prepare", "scale", "train", "generate", "audio")
+# The original's published generation times (RTX 4070-class GPU, rendering included): not measured here.
+PUBLISHED = {"VAE": 220.0, "DDPM-1000": 540.0, "DDIM-1000": 580.0}
+
+
+def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        _sync()
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times), result
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _corpus() -> Path:
+    from midilib.corpus import DATA
+
+    return SAMPLE if SAMPLE.is_dir() else DATA / "default-corpus"
+
+
+def _row(section: str, what: str, unit: str, best: float, median: float, **extra) -> dict:
+    return {"section": section, "what": what, "unit": unit, "best": best, "median": median, **extra}
+
+
+# ------------------------------------------------------------------ sections
+
+
+def section_prepare(repeats: int) -> list[dict]:
+    """1. prepare (fast reader, all cores, no cache) against a sequential pretty_midi loop."""
+    from midilib.corpus import list_midi_files
+    from midilib.events import read_pretty_midi, to_windows
+    from midilib.prepare import PrepareParams, prepare
+
+    root = _corpus()
+    files = list_midi_files(root)
+
+    def baseline() -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.concatenate([to_windows(read_pretty_midi(f)) for f in files])
+
+    def ours() -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            return prepare(root, tmp, PrepareParams(test_fraction=0.0), progress=False).train
+
+    b_min, b_med, base = _timed(baseline, repeats)
+    o_min, o_med, windows = _timed(ours, repeats)
+    if base.shape != windows.shape or not np.allclose(base, windows, atol=1e-4):
+        raise AssertionError("prepare and the pretty_midi loop disagree")
+    notes = len(windows) * windows.shape[1]
+    n = len(files)
+    return [
+        _row("prepare", f"pretty_midi loop, {n} files", "files/s", n / b_min, n / b_med, notes_per_s=notes / b_min),
+        _row("prepare", f"prepare, {n} files, {os.cpu_count()} cores", "files/s", n / o_min, n / o_med,
+             notes_per_s=notes / o_min, ratio=b_min / o_min),
+    ]
+
+
+def section_scale(repeats: int) -> list[dict]:
+    """2. prepare on 1x, 4x, 16x copies (symlinks) of the corpus: time and peak memory, in subprocesses."""
+    from midilib.corpus import list_midi_files
+
+    root = _corpus()
+    files = list_midi_files(root)
+    rows = []
+    for copies in (1, 4, 16):
+        with tempfile.TemporaryDirectory() as tmp:
+            for c in range(copies):
+                folder = Path(tmp) / "src" / f"copy{c}"
+                folder.mkdir(parents=True)
+                for f in files:
+                    (folder / f.name).symlink_to(f)
+            code = ("import resource, sys, time; from midilib.prepare import prepare, PrepareParams; "
+                    "t = time.perf_counter(); r = prepare(sys.argv[1], sys.argv[2], PrepareParams(test_fraction=0.0), progress=False); "
+                    "print(time.perf_counter() - t, len(r.train), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            times, peaks = [], []
+            for i in range(repeats):
+                out = subprocess.run([sys.executable, "-c", code, str(Path(tmp) / "src"), str(Path(tmp) / f"out{i}")],
+                                     capture_output=True, text=True, check=True, cwd=ROOT)
+                seconds, n_windows, rss_kb = out.stdout.split()
+                times.append(float(seconds))
+                peaks.append(int(rss_kb) / 1024)
+            array_mb = int(n_windows) * 8 * 4 * 4 / 2**20
+            rows.append(_row("scale", f"prepare {copies}x ({copies * len(files)} files)", "s", min(times),
+                             statistics.median(times), peak_rss_mb=max(peaks), output_array_mb=array_mb,
+                             s_per_file=min(times) / (copies * len(files))))
+    per_file = rows[-1]["s_per_file"]
+    rows.append(_row("scale", f"projected: GiantMIDI-Piano ({GIANTMIDI_FILES} files, ~4.3M windows)", "s",
+                     per_file * GIANTMIDI_FILES, per_file * GIANTMIDI_FILES,
+                     output_array_mb=4.3e6 * 8 * 4 * 4 / 2**20))
+    return rows
+
+
+def section_train(repeats: int) -> list[dict]:
+    """3. training samples/s (VAE, both denoisers; default and full sizes) against a per-item
+    Dataset + DataLoader(num_workers=0) loop like the original's, same model and batch."""
+    from dataclasses import asdict
+
+    import torch
+    from torch.utils.data import Dataset
+
+    from midilib.prepare import prepare
+    from midilib.profiles import get_profile
+    from midilib.runs import build_model
+    from midilib.train import make_optimizer, resolve_device
+
+    dev = resolve_device("auto")
+    with tempfile.TemporaryDirectory() as tmp:
+        windows = prepare(_corpus(), tmp, progress=False).train
+    data = torch.as_tensor(windows).to(dev)
+
+    class PerItem(Dataset):  # the original's EventMidiDataset: one (8, 4) array per item
+        def __init__(self, arrays: np.ndarray) -> None:
+            self.items = [a for a in arrays]
+
+        def __len__(self) -> int:
+            return len(self.items)
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return torch.tensor(self.items[i], dtype=torch.float32)
+
+    rows = []
+    for profile in ("default", "full"):
+        prof = get_profile(profile)
+        # a few optimiser steps, not a whole epoch: a `full` step takes seconds on a CPU
+        steps = 4 if dev.type == "cuda" else (2 if profile == "default" else 1)
+        for kind, cfg, train_cfg, extra in (
+            ("vae", prof.vae, prof.vae_train, {}),
+            ("ddpm", prof.diffusion, prof.diffusion_train, {"denoiser": "transformer"}),
+            ("ddpm", prof.diffusion, prof.diffusion_train, {"denoiser": "lstm"}),
+        ):
+            model_cfg = {**asdict(cfg), **extra}
+            model = build_model(kind, model_cfg, {"window": 8, "s_max": 2.0, "d_max": 2.0}).to(dev)
+            opt = make_optimizer(model, train_cfg)
+            batch = min(train_cfg.batch_size, len(data))
+            name = f"{kind if kind == 'vae' else extra['denoiser'] + ' denoiser'} @ {profile} (batch {batch})"
+
+            o_min, o_med, b_min, b_med = _train_pair(model, opt, data, PerItem(windows[: batch * steps]),
+                                                     batch, steps, dev, repeats)
+            n = batch * steps
+            rows.append(_row("train", f"{name}: per-item DataLoader", "samples/s", n / b_min, n / b_med))
+            rows.append(_row("train", f"{name}: one tensor on the device", "samples/s", n / o_min, n / o_med,
+                             ratio=b_min / o_min,
+                             projected_100_epochs_4_3M_min=100 * 4.3e6 / (n / o_min) / 60))
+    return rows
+
+
+def _train_pair(model, opt, data, dataset, batch: int, steps: int, dev, repeats: int) -> tuple[float, ...]:
+    """(ours min, median, original min, median) seconds for `steps` optimiser steps."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    def step(x: torch.Tensor) -> None:
+        loss, _ = model.training_loss(x, 0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def ours() -> None:  # the trainer's way: index slices of one tensor on the device
+        order = torch.randperm(len(data), device=dev)
+        for i in range(steps):
+            step(data[order[i * batch:(i + 1) * batch]])
+
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0, pin_memory=dev.type == "cuda")
+
+    def original() -> None:  # per-item Dataset + DataLoader(num_workers=0)
+        for x in loader:
+            step(x.to(dev))
+
+    o_min, o_med, _ = _timed(ours, repeats)
+    b_min, b_med, _ = _timed(original, repeats)
+    return o_min, o_med, b_min, b_med
+
+
+def section_generate(repeats: int) -> list[dict]:
+    """4. generation of windows (VAE, DDPM-1000, DDIM-50, DDIM-1000) batched as the workbook does,
+    against the original's way (batches of 256, one MIDI file per window written in the loop)."""
+    from dataclasses import asdict
+
+    import torch
+
+    from midilib.diffusion import make_scheduler
+    from midilib.diffusion import sample as diffusion_sample
+    from midilib.events import write_midi
+    from midilib.models.vae import sample as vae_sample
+    from midilib.profiles import get_profile
+    from midilib.runs import build_model
+    from midilib.train import resolve_device
+
+    dev = resolve_device("auto")
+    prof = get_profile("default")
+    data = {"window": 8, "s_max": 2.0, "d_max": 2.0}
+    torch.manual_seed(0)
+    vae = build_model("vae", asdict(prof.vae), data).to(dev).eval()
+    ddpm = build_model("ddpm", asdict(prof.diffusion), data).to(dev).eval()
+    gpu = dev.type == "cuda"
+    jobs = {  # name: (generate n windows in batches of b, n measured)
+        "VAE": (lambda n, b: vae_sample(vae, n, batch_size=b), 10_000 if gpu else 4096),
+        "DDIM-50": (lambda n, b: diffusion_sample(ddpm, make_scheduler(ddpm, "ddim", 50), n, b, progress=False),
+                    10_000 if gpu else 512),
+        "DDPM-1000": (lambda n, b: diffusion_sample(ddpm, make_scheduler(ddpm, "ddpm", 1000), n, b, progress=False),
+                      10_000 if gpu else 64),
+        "DDIM-1000": (lambda n, b: diffusion_sample(ddpm, make_scheduler(ddpm, "ddim", 1000), n, b, progress=False),
+                      10_000 if gpu else 64),
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (fn, n) in jobs.items():
+            def original(fn=fn, n=n) -> None:
+                for start in range(0, n, 256):
+                    for i, w in enumerate(fn(min(256, n - start), 256)):
+                        write_midi(w, Path(tmp) / f"{start + i}.mid")
+
+            o_min, o_med, _ = _timed(lambda fn=fn, n=n: fn(n, 4096), repeats)
+            b_min, b_med, _ = _timed(original, repeats)
+            scale = 10_000 / n
+            rows.append(_row("generate", f"{name}: batches of 256 + a MIDI file per window (original's way)",
+                             "s per 10k", b_min * scale, b_med * scale, measured_n=n))
+            rows.append(_row("generate", f"{name}: batched (workbook)", "s per 10k", o_min * scale, o_med * scale,
+                             measured_n=n, ratio=b_min / o_min))
+            if name in PUBLISHED:
+                rows.append(_row("generate", f"{name}: published by the original (GPU, rendering included; NOT measured here)",
+                                 "s per 10k", PUBLISHED[name], PUBLISHED[name]))
+    return rows
+
+
+def section_audio(repeats: int, n: int = 200) -> list[dict]:
+    """5. rendering windows to 16 kHz audio and embedding them (musicnn): one process/thread vs all cores."""
+    import torch
+
+    from midilib.audio import render_windows
+    from midilib.fad import embed_windows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        from midilib.prepare import prepare
+
+        windows = prepare(_corpus(), tmp, progress=False).train[:n]
+    rows = []
+    r1 = _timed(lambda: render_windows(windows, workers=1, progress=False), repeats)
+    ra = _timed(lambda: render_windows(windows, workers=None, progress=False), repeats)
+    rows.append(_row("audio", f"render {n} windows, 1 process", "clips/s", n / r1[0], n / r1[1]))
+    rows.append(_row("audio", f"render {n} windows, {os.cpu_count()} processes", "clips/s", n / ra[0], n / ra[1],
+                     ratio=r1[0] / ra[0]))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        e1 = _timed(lambda: embed_windows(windows[:60], "musicnn", workers=1, progress=False), repeats)
+        torch.set_num_threads(threads)
+        ea = _timed(lambda: embed_windows(windows[:60], "musicnn", progress=False), repeats)
+    except (FileNotFoundError, ValueError) as exc:  # no weights: say so in the table
+        rows.append(_row("audio", f"musicnn embedding skipped: {exc}", "", float("nan"), float("nan")))
+        return rows
+    finally:
+        torch.set_num_threads(threads)
+    rows.append(_row("audio", "render + musicnn embedding (60 windows), 1 thread", "clips/s", 60 / e1[0], 60 / e1[1]))
+    rows.append(_row("audio", f"render + musicnn embedding (60 windows), {threads} threads", "clips/s",
+                     60 / ea[0], 60 / ea[1], ratio=e1[0] / ea[0]))
+    return rows
+
+
+RUNNERS = {"prepare": section_prepare, "scale": section_scale, "train": section_train,
+           "generate": section_generate, "audio": section_audio}
+
+
+# ------------------------------------------------------------------ driver
+
+
+def _run_section(name: str, repeats: int) -> list[dict]:
+    """One section in a subprocess; its rows carry the subprocess's peak memory."""
+    code = ("import json, resource, sys, torch; from midilib.bench import RUNNERS; "
+            "rows = RUNNERS[sys.argv[1]](int(sys.argv[2])); "
+            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+            "cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None; "
+            "print('BENCH' + json.dumps({'rows': rows, 'peak_rss_mb': peak, 'cuda_max_mb': cuda}))")
+    out = subprocess.run([sys.executable, "-c", code, name, str(repeats)], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench section {name} failed: {out.stderr.strip().splitlines()[-1:]}")
+    payload = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("BENCH"))[5:])
+    for row in payload["rows"]:
+        row["section_peak_rss_mb"] = payload["peak_rss_mb"]
+        row["section_cuda_max_mb"] = payload["cuda_max_mb"]
+    return payload["rows"]
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (no CUDA)",
+        "torch": torch.__version__,
+        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+    }
+
+
+def to_markdown(rows: list[dict], info: dict) -> str:
+    lines = [f"Machine: {info['machine']}; device: {info['device']}; torch {info['torch']}; {info['date']}.",
+             "Each figure: the best and the median of the repeats (for rates, best = fastest) (`python -m midilib.bench`, `make bench`).", ""]
+    section = None
+    for r in rows:
+        if r["section"] != section:
+            section = r["section"]
+            lines += ["", f"### {section} (peak RSS of the section: {r['section_peak_rss_mb']:.0f} MB"
+                      + (f", CUDA max allocated {r['section_cuda_max_mb']:.0f} MB" if r.get("section_cuda_max_mb") else "")
+                      + ")", "", "| what | unit | best | median | ratio vs original's way | notes |", "|---|---|---|---|---|---|"]
+        notes = ", ".join(f"{k} {v:,.3g}" for k, v in r.items()
+                          if k not in ("section", "what", "unit", "best", "median", "ratio", "section_peak_rss_mb",
+                                       "section_cuda_max_mb") and v is not None)
+        ratio = f"{r['ratio']:.1f}x" if r.get("ratio") else ""
+        lines.append(f"| {r['what']} | {r['unit']} | {r['best']:,.4g} | {r['median']:,.4g} | {ratio} | {notes} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m midilib.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"any of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "figures"))
+    args = parser.parse_args(argv)
+    if args.repeats < 3:
+        print("error: --repeats must be >= 3 (min and median of at least three)", file=sys.stderr)
+        return 2
+    sections = args.sections or list(SECTIONS)
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        print(f"error: unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    rows: list[dict] = []
+    for name in sections:
+        t0 = time.perf_counter()
+        rows += _run_section(name, args.repeats)
+        print(f"[bench] {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    info = machine()
+    import pandas as pd
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "" if info["device"].startswith("CPU") else "-gpu"
+    frame = pd.DataFrame([{**info, **r} for r in rows])
+    frame.to_csv(out / f"bench{suffix}.csv", index=False)
+    text = to_markdown(rows, info)
+    (out / f"bench{suffix}.md").write_text(text)
+    if sections == list(SECTIONS) and Path(args.out).resolve() == (ROOT / "figures").resolve():
+        from midilib.evaluate import update_readme
+
+        update_readme(ROOT / "README.md", text, f"<!-- bench{suffix}:start -->", f"<!-- bench{suffix}:end -->")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
