@@ -21,6 +21,7 @@ Gaussian statistics are weighted moments.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import tempfile
@@ -599,14 +600,20 @@ def run_evaluation(
     *,
     n_fad: int | None = None,
     title_lines: Sequence[str] = (),
-    s_max: float = 2.0,
-    d_max: float = 2.0,
+    s_max: float | None = None,
+    d_max: float | None = None,
 ) -> pd.DataFrame:
     """The whole protocol: reference from windows.npz's test split, sets, table, files.
 
     Sets bigger than n are randomly subsampled to n. A samples file may carry
-    a scalar "seconds_per_10k" array, which becomes the timing column.
+    a scalar "seconds_per_10k" array, which becomes the timing column. The
+    clips s_max/d_max default to the ones the reference was prepared with
+    (its params.json), else 2 s.
     """
+    params_path = Path(reference_dir) / "params.json"
+    prepared = json.loads(params_path.read_text())["params"] if params_path.is_file() else {}
+    s_max = s_max if s_max is not None else prepared.get("s_max", 2.0)
+    d_max = d_max if d_max is not None else prepared.get("d_max", 2.0)
     npz_path = Path(reference_dir) / "windows.npz"
     if not npz_path.is_file():
         raise FileNotFoundError(f"{npz_path}: no such file (run the data pipeline first)")
