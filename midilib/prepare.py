@@ -22,20 +22,17 @@ from tqdm.auto import tqdm
 
 from midilib import corpus
 from midilib.events import MidiError, read_events, to_windows
+from midilib.profiles import DataConfig
 
 MANIFEST_COLUMNS = ("path", "composer", "title", "notes", "windows", "split", "status")
 CACHE_VERSION = 2  # 2: split by piece
 
 
 @dataclass(frozen=True)
-class PrepareParams:
-    window: int = 8
-    s_max: float = 2.0
-    d_max: float = 2.0
-    test_fraction: float = 0.1
-    seed: int = 0
+class PrepareParams(DataConfig):
+    """A profile's data settings plus the parser to read the files with."""
+
     parser: str = "fast"
-    max_files: int | None = None
 
     def validate(self) -> None:
         if not 1 <= self.window <= 4096:

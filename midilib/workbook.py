@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -69,11 +69,7 @@ class Workbook:
         """The windows of SOURCE at this profile (prepared once, then reused)."""
         from midilib.prepare import PrepareParams, prepare
 
-        d = self.profile.data
-        params = PrepareParams(
-            window=d.window, s_max=d.s_max, d_max=d.d_max, test_fraction=d.test_fraction,
-            seed=d.seed, max_files=d.max_files,
-        )
+        params = PrepareParams(**asdict(self.profile.data))
         return prepare(self.source, self.data_dir, params, progress=self.progress)
 
     @property
