@@ -181,3 +181,24 @@ def interval_plot(df: pd.DataFrame, metric: str, ax: plt.Axes | None = None, xla
     ax.invert_yaxis()
     ax.set_xlabel(xlabel or metric)
     return ax
+
+
+def steps_sweep(sweep: pd.DataFrame, metrics: Sequence[str]) -> plt.Figure:
+    """Quality against sampling time, one panel per metric: DDIM step counts as a line
+    (rows named "DDIM-K"), any other row (DDPM) as a separate marker."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.2), squeeze=False)
+    ddim = sweep.loc[[k for k in sweep.index if str(k).startswith("DDIM")]]
+    others = sweep.loc[[k for k in sweep.index if not str(k).startswith("DDIM")]]
+    for ax, metric in zip(axes[0], metrics):
+        ax.plot(ddim.sec_per_10k, ddim[metric], "o-", label="DDIM")
+        for name, row in others.iterrows():
+            ax.plot(row.sec_per_10k, row[metric], "s", color="C3", label=name)
+        for name, row in ddim.iterrows():
+            ax.annotate(str(name).split("-")[1], (row.sec_per_10k, row[metric]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per 10,000 windows (this machine)")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    return fig
