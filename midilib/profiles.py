@@ -123,7 +123,7 @@ DEFAULT = Profile(
         lstm_hidden=64,
         lstm_layers=2,
     ),
-    diffusion_train=TrainConfig(epochs=30, batch_size=256, lr=2e-3, max_minutes=4.0),
+    diffusion_train=TrainConfig(epochs=60, batch_size=256, lr=2e-3, max_minutes=4.0),
     eval=EvalConfig(
         n_generate=2000, n_reference=2000, n_fad=200, bootstrap=200,
         ddim_steps=(10, 20, 50, 100, 250, 1000),
