@@ -6,14 +6,13 @@ the same notes on any device and regardless of the global RNG.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from midilib.diffusion.model import DiffusionModel
 from midilib.diffusion.schedulers import DDIMScheduler, DDPMScheduler
+from midilib.models import eval_mode
 
 SCHEDULERS = ("ddpm", "ddim")
 
@@ -48,17 +47,6 @@ def _device(model: DiffusionModel, device: str | torch.device | None) -> torch.d
     return torch.device(device) if device is not None else model.betas.device
 
 
-@contextmanager
-def _eval_mode(model: DiffusionModel):
-    """Sample without dropout, then give the model back in the mode it came in (mid-training)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 @torch.inference_mode()
 def sample(
     model: DiffusionModel,
@@ -79,7 +67,7 @@ def sample(
     steps = scheduler.timesteps.tolist()
     out = []
     with (
-        _eval_mode(model),
+        eval_mode(model),
         tqdm(total=len(steps) * -(-n // batch_size), disable=not progress, desc="sampling") as bar,
     ):
         for start in range(0, n, batch_size):
@@ -148,7 +136,7 @@ def continue_piece(
     model.to(device)
     generator = torch.Generator().manual_seed(seed)
     events = [context]
-    with _eval_mode(model):
+    with eval_mode(model):
         for _ in tqdm(range(n_windows), disable=not progress, desc="continuing"):
             # Condition on the notes exactly as they stand in the output (pitch rounded).
             last = np.concatenate(events)[-n_known:]

@@ -19,15 +19,13 @@ windows.npz: pitch as an integer value, velocity in [0, 1], delta in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from midilib.events import DELTA, DURATION, PITCH, VELOCITY
+from midilib.models import eval_mode
 from midilib.models.memory import MemoryOverwrite
 from midilib.profiles import VAEConfig
 from midilib.schedules import kl_beta, teacher_forcing
@@ -231,17 +229,6 @@ def build_vae(cfg: VAEConfig, window: int = 8, s_max: float = 2.0, d_max: float 
 # --- generation and exploration ----------------------------------------------------------
 
 
-@contextmanager
-def _eval_mode(model: VAE) -> Iterator[None]:
-    """Eval mode (no dropout, no teacher forcing) for the block; the caller's mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _tensor(x: np.ndarray | Tensor) -> Tensor:
     """A float32 CPU tensor from an array or a tensor on any device."""
     if isinstance(x, Tensor):
@@ -285,7 +272,7 @@ def encode(
     """Posterior (mu, logvar) of raw windows (n, W, 4), as CPU tensors (n, latent)."""
     x = _as_windows(model, windows)
     mus, logvars = [], []
-    with _eval_mode(model):
+    with eval_mode(model):
         for sl in _batches(len(x), batch_size):
             mu, logvar = model.encode(*model.scale(x[sl].to(model.device)))
             mus.append(mu.cpu())
@@ -313,7 +300,7 @@ def decode(
     if length < 1:
         raise ValueError(f"length must be >= 1, got {length!r}")
     parts = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for sl in _batches(len(z), batch_size):
             _, values, pitch = model.decode_steps(
                 z[sl].to(model.device), length, temperature=temperature, generator=generator
