@@ -23,6 +23,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from midilib.atomic import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 MIDI_SUFFIXES = {".mid", ".midi"}
@@ -279,7 +281,5 @@ def build_embedded_corpus(
             ):
                 if error:
                     failed[Path(target).name] = error
-    tmp = stamp.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**key, "failed": failed}, indent=1, ensure_ascii=False))
-    os.replace(tmp, stamp)
+    atomic_write(stamp, json.dumps({**key, "failed": failed}, indent=1, ensure_ascii=False))
     return dest

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ import pandas as pd
 import scipy.sparse
 
 from midilib import metrics as M
+from midilib.atomic import atomic_write
 from midilib.events import DELTA, DURATION, PITCH, VELOCITY
 
 FLOOR = "floor (train vs test)"
@@ -420,26 +420,14 @@ def results_markdown(df: pd.DataFrame, title_lines: Sequence[str] = ()) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(
     df: pd.DataFrame, out_dir: str | Path, title_lines: Sequence[str]
 ) -> tuple[Path, Path]:
     """Write results.csv (full precision) and results.md (rounded), each atomically."""
     out_dir = Path(out_dir)
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
-    _atomic_write(csv_path, df.to_csv(float_format="%.6g"))
-    _atomic_write(md_path, results_markdown(df, title_lines))
+    atomic_write(csv_path, df.to_csv(float_format="%.6g"))
+    atomic_write(md_path, results_markdown(df, title_lines))
     return csv_path, md_path
 
 
@@ -460,7 +448,7 @@ def update_readme(
     if end < start:
         raise ValueError(f"{path}: {end_marker!r} comes before {start_marker!r}")
     head = text[: start + len(start_marker)]
-    _atomic_write(path, f"{head}\n{md_text.strip()}\n{text[end:]}")
+    atomic_write(path, f"{head}\n{md_text.strip()}\n{text[end:]}")
     return path
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from midilib import corpus
+from midilib.atomic import atomic_write
 from midilib.events import MidiError, read_events, to_windows
 from midilib.profiles import DataConfig
 
@@ -202,25 +203,16 @@ def prepare(
     (out / "key.txt").unlink(missing_ok=True)  # a crash below must not leave a matching key
     buffer = io.BytesIO()
     np.savez(buffer, train=train, test=test, train_file=ids("train"), test_file=ids("test"))
-    _atomic_write(out / "windows.npz", buffer.getvalue())
+    atomic_write(out / "windows.npz", buffer.getvalue())
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(manifest)
-    _atomic_write(out / "manifest.csv", text.getvalue().encode())
+    atomic_write(out / "manifest.csv", text.getvalue().encode())
     info = {"source": str(source), "root": str(root), "params": asdict(params)}
-    _atomic_write(out / "params.json", json.dumps(info, indent=1).encode())
-    _atomic_write(out / "key.txt", key.encode())
+    atomic_write(out / "params.json", json.dumps(info, indent=1).encode())
+    atomic_write(out / "key.txt", key.encode())
     return Prepared(out, train, test, manifest, reused=False)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_manifest(folder: str | Path) -> list[dict]:

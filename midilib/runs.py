@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from midilib import baselines, metrics
+from midilib.atomic import atomic_write
 from midilib.events import write_midi
 from midilib.prepare import load_windows
 from midilib.profiles import DiffusionConfig, Profile, TrainConfig, VAEConfig, get_profile, override
@@ -141,14 +142,8 @@ def train_model(
     return result
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, data: dict) -> None:
-    _write_text(path, json.dumps(data, indent=1, default=float))
+    atomic_write(path, json.dumps(data, indent=1, default=float))
 
 
 def load_model(run: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
@@ -290,5 +285,5 @@ def cached_generate(
             return {**info, "samples": f["samples"], "cached": True}
     result = generate(kind, run, n, out, steps=steps, eta=eta, temperature=temperature, seed=seed,
                       device=device, progress=False)
-    _write_text(out / "key.txt", key)
+    atomic_write(out / "key.txt", key)
     return {**result, "cached": False}

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from midilib.atomic import atomic_write
 from midilib.profiles import TrainConfig
 
 LOG_COLUMNS_FIRST = ("epoch", "step", "loss", "lr", "samples_per_s", "seconds")
@@ -125,9 +126,7 @@ def fit(
         model.to(dev)
         optimizer = make_optimizer(model, cfg)
         (out / "log.csv").unlink(missing_ok=True)
-    tmp = out / f"config.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(config, indent=1))
-    os.replace(tmp, out / "config.json")
+    atomic_write(out / "config.json", json.dumps(config, indent=1))
 
     data = torch.as_tensor(np.ascontiguousarray(train, dtype=np.float32))
     if dev.type == "cuda":

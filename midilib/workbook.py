@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from midilib.atomic import atomic_write
 from midilib.profiles import Profile, get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,9 +93,7 @@ class Workbook:
         data = json.loads(path.read_text()) if path.exists() else {}
         data.update({k: _plain(v) for k, v in values.items()})
         data["profile"], data["source"] = self.profile.name, self.source
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data, indent=1, sort_keys=True))
         return data
 
 
