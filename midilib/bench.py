@@ -132,7 +132,9 @@ def section_scale(repeats: int) -> list[dict]:
 
 def section_train(repeats: int) -> list[dict]:
     """3. training samples/s (VAE, both denoisers; default and full sizes) against a per-item
-    Dataset + DataLoader(num_workers=0) loop like the original's, same model and batch."""
+    Dataset + DataLoader(num_workers=0) loop like the original's, same model, batch and step
+    (the trainer's own `train_step`: autocast, clipping, LAMB). On CUDA, bf16 autocast (the
+    trainer's default there) and plain fp32 are both measured."""
     from dataclasses import asdict
 
     import torch
@@ -158,53 +160,61 @@ def section_train(repeats: int) -> list[dict]:
         def __getitem__(self, i: int) -> torch.Tensor:
             return torch.tensor(self.items[i], dtype=torch.float32)
 
+    precisions = ("bf16", "fp32") if dev.type == "cuda" else ("fp32",)
     rows = []
     for profile in ("default", "full"):
         prof = get_profile(profile)
         # a few optimiser steps, not a whole epoch: a `full` step takes seconds on a CPU
-        steps = 4 if dev.type == "cuda" else (2 if profile == "default" else 1)
+        steps = 5 if dev.type == "cuda" else (2 if profile == "default" else 1)
         for kind, cfg, train_cfg, extra in (
             ("vae", prof.vae, prof.vae_train, {}),
             ("ddpm", prof.diffusion, prof.diffusion_train, {"denoiser": "transformer"}),
             ("ddpm", prof.diffusion, prof.diffusion_train, {"denoiser": "lstm"}),
         ):
-            model_cfg = {**asdict(cfg), **extra}
-            model = build_model(kind, model_cfg, {"window": 8, "s_max": 2.0, "d_max": 2.0}).to(dev)
-            opt = make_optimizer(model, train_cfg)
-            batch = min(train_cfg.batch_size, len(data))
-            name = f"{kind if kind == 'vae' else extra['denoiser'] + ' denoiser'} @ {profile} (batch {batch})"
-
-            o_min, o_med, b_min, b_med = _train_pair(model, opt, data, PerItem(windows[: batch * steps]),
-                                                     batch, steps, dev, repeats)
-            n = batch * steps
-            rows.append(_row("train", f"{name}: per-item DataLoader", "samples/s", n / b_min, n / b_med))
-            rows.append(_row("train", f"{name}: one tensor on the device", "samples/s", n / o_min, n / o_med,
-                             ratio=b_min / o_min,
-                             projected_100_epochs_4_3M_min=100 * 4.3e6 / (n / o_min) / 60))
+            for precision in precisions:
+                model_cfg = {**asdict(cfg), **extra}
+                torch.manual_seed(0)
+                model = build_model(kind, model_cfg, {"window": 8, "s_max": 2.0, "d_max": 2.0}).to(dev)
+                opt = make_optimizer(model, train_cfg)
+                batch = min(train_cfg.batch_size, len(data))
+                name = f"{kind if kind == 'vae' else extra['denoiser'] + ' denoiser'} @ {profile} (batch {batch}"
+                name += f", {precision})" if dev.type == "cuda" else ")"
+                try:
+                    o_min, o_med, b_min, b_med = _train_pair(model, opt, data, PerItem(windows[: batch * steps]),
+                                                             batch, steps, dev, repeats, precision,
+                                                             train_cfg.grad_clip)
+                except RuntimeError as exc:  # e.g. a cuDNN build without bf16 LSTMs: keep the other rows
+                    rows.append(_row("train", f"{name}: FAILED {' '.join(str(exc).split())[:120]}", "",
+                                     float("nan"), float("nan")))
+                    continue
+                n = batch * steps
+                rows.append(_row("train", f"{name}: per-item DataLoader", "samples/s", n / b_min, n / b_med))
+                rows.append(_row("train", f"{name}: one tensor on the device", "samples/s", n / o_min,
+                                 n / o_med, ratio=b_min / o_min,
+                                 projected_100_epochs_4_3M_min=100 * 4.3e6 / (n / o_min) / 60))
     return rows
 
 
-def _train_pair(model, opt, data, dataset, batch: int, steps: int, dev, repeats: int) -> tuple[float, ...]:
+def _train_pair(model, opt, data, dataset, batch: int, steps: int, dev, repeats: int, precision: str,
+                grad_clip: float) -> tuple[float, ...]:
     """(ours min, median, original min, median) seconds for `steps` optimiser steps."""
     import torch
     from torch.utils.data import DataLoader
 
-    def step(x: torch.Tensor) -> None:
-        loss, _ = model.training_loss(x, 0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    from midilib.train import autocast_for, train_step
+
+    autocast = autocast_for(dev, precision)
 
     def ours() -> None:  # the trainer's way: index slices of one tensor on the device
         order = torch.randperm(len(data), device=dev)
         for i in range(steps):
-            step(data[order[i * batch:(i + 1) * batch]])
+            train_step(model, opt, data[order[i * batch:(i + 1) * batch]], 0, autocast, grad_clip)
 
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0, pin_memory=dev.type == "cuda")
 
     def original() -> None:  # per-item Dataset + DataLoader(num_workers=0)
         for x in loader:
-            step(x.to(dev))
+            train_step(model, opt, x.to(dev), 0, autocast, grad_clip)
 
     o_min, o_med, _ = _timed(ours, repeats)
     b_min, b_med, _ = _timed(original, repeats)
@@ -213,7 +223,9 @@ def _train_pair(model, opt, data, dataset, batch: int, steps: int, dev, repeats:
 
 def section_generate(repeats: int) -> list[dict]:
     """4. generation of windows (VAE, DDPM-1000, DDIM-50, DDIM-1000) batched as the workbook does,
-    against the original's way (batches of 256, one MIDI file per window written in the loop)."""
+    against the original's way (batches of 256, one MIDI file per window written in the loop).
+    On CUDA at `default` and `full` sizes, 10,000 windows in one batch; on a CPU at `default`,
+    on fewer windows, scaled to 10,000."""
     from dataclasses import asdict
 
     import torch
@@ -227,39 +239,46 @@ def section_generate(repeats: int) -> list[dict]:
     from midilib.train import resolve_device
 
     dev = resolve_device("auto")
-    prof = get_profile("default")
-    data = {"window": 8, "s_max": 2.0, "d_max": 2.0}
-    torch.manual_seed(0)
-    vae = build_model("vae", asdict(prof.vae), data).to(dev).eval()
-    ddpm = build_model("ddpm", asdict(prof.diffusion), data).to(dev).eval()
     gpu = dev.type == "cuda"
-    jobs = {  # name: (generate n windows in batches of b, n measured)
-        "VAE": (lambda n, b: vae_sample(vae, n, batch_size=b), 10_000 if gpu else 4096),
-        "DDIM-50": (lambda n, b: diffusion_sample(ddpm, make_scheduler(ddpm, "ddim", 50), n, b, progress=False),
-                    10_000 if gpu else 512),
-        "DDPM-1000": (lambda n, b: diffusion_sample(ddpm, make_scheduler(ddpm, "ddpm", 1000), n, b, progress=False),
-                      10_000 if gpu else 64),
-        "DDIM-1000": (lambda n, b: diffusion_sample(ddpm, make_scheduler(ddpm, "ddim", 1000), n, b, progress=False),
-                      10_000 if gpu else 64),
-    }
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (fn, n) in jobs.items():
-            def original(fn=fn, n=n) -> None:
-                for start in range(0, n, 256):
-                    for i, w in enumerate(fn(min(256, n - start), 256)):
-                        write_midi(w, Path(tmp) / f"{start + i}.mid")
+    data = {"window": 8, "s_max": 2.0, "d_max": 2.0}
+    batch = 10_000 if gpu else 4096
 
-            o_min, o_med, _ = _timed(lambda fn=fn, n=n: fn(n, 4096), repeats)
-            b_min, b_med, _ = _timed(original, repeats)
-            scale = 10_000 / n
-            rows.append(_row("generate", f"{name}: batches of 256 + a MIDI file per window (original's way)",
-                             "s per 10k", b_min * scale, b_med * scale, measured_n=n))
-            rows.append(_row("generate", f"{name}: batched (workbook)", "s per 10k", o_min * scale, o_med * scale,
-                             measured_n=n, ratio=b_min / o_min))
-            if name in PUBLISHED:
-                rows.append(_row("generate", f"{name}: published by the original (GPU, rendering included; NOT measured here)",
-                                 "s per 10k", PUBLISHED[name], PUBLISHED[name]))
+    def jobs(vae, ddpm) -> dict:  # name: (generate n windows in batches of b, n measured (ours, original's way))
+        def diffusion(kind: str, steps: int):
+            return lambda n, b: diffusion_sample(ddpm, make_scheduler(ddpm, kind, steps), n, b, progress=False)
+
+        return {
+            "VAE": (lambda n, b: vae_sample(vae, n, batch_size=b), (10_000, 4096) if gpu else (4096, 4096)),
+            "DDIM-50": (diffusion("ddim", 50), (10_000, 2048) if gpu else (512, 512)),
+            "DDPM-1000": (diffusion("ddpm", 1000), (10_000, 512) if gpu else (64, 64)),
+            "DDIM-1000": (diffusion("ddim", 1000), (10_000, 512) if gpu else (64, 64)),
+        }
+
+    rows = []
+    for profile in ("default", "full") if gpu else ("default",):
+        prof = get_profile(profile)
+        torch.manual_seed(0)
+        vae = build_model("vae", asdict(prof.vae), data).to(dev).eval()
+        ddpm = build_model("ddpm", asdict(prof.diffusion), data).to(dev).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, (fn, (n, n_orig)) in jobs(vae, ddpm).items():
+                def original(fn=fn, n=n_orig) -> None:
+                    for start in range(0, n, 256):
+                        for i, w in enumerate(fn(min(256, n - start), 256)):
+                            write_midi(w, Path(tmp) / f"{start + i}.mid")
+
+                o_min, o_med, _ = _timed(lambda fn=fn, n=n: fn(n, batch), repeats)
+                b_min, b_med, _ = _timed(original, repeats)
+                b_min, b_med = b_min * 10_000 / n_orig, b_med * 10_000 / n_orig
+                o_min, o_med = o_min * 10_000 / n, o_med * 10_000 / n
+                label = f"{name} @ {profile}"
+                rows.append(_row("generate", f"{label}: batches of 256 + a MIDI file per window (original's way)",
+                                 "s per 10k", b_min, b_med, measured_n=n_orig))
+                rows.append(_row("generate", f"{label}: batched (workbook, batch {min(batch, n)})", "s per 10k",
+                                 o_min, o_med, measured_n=n, ratio=b_min / o_min))
+                if name in PUBLISHED and profile == "default":
+                    rows.append(_row("generate", f"{name}: published by the original (GPU, rendering included; "
+                                     "NOT measured here)", "s per 10k", PUBLISHED[name], PUBLISHED[name]))
     return rows
 
 
@@ -275,6 +294,10 @@ def section_audio(repeats: int, n: int = 200) -> list[dict]:
 
         windows = prepare(_corpus(), tmp, progress=False).train[:n]
     rows = []
+    try:
+        render_windows(windows[:2], workers=1, progress=False)
+    except (ImportError, OSError, RuntimeError) as exc:  # no libfluidsynth on this machine: say so
+        return [_row("audio", f"skipped: {' '.join(str(exc).split())[:160]}", "", float("nan"), float("nan"))]
     r1 = _timed(lambda: render_windows(windows, workers=1, progress=False), repeats)
     ra = _timed(lambda: render_windows(windows, workers=None, progress=False), repeats)
     rows.append(_row("audio", f"render {n} windows, 1 process", "clips/s", n / r1[0], n / r1[1]))
@@ -295,6 +318,74 @@ def section_audio(repeats: int, n: int = 200) -> list[dict]:
     rows.append(_row("audio", f"render + musicnn embedding (60 windows), {threads} threads", "clips/s",
                      60 / ea[0], 60 / ea[1], ratio=e1[0] / ea[0]))
     return rows
+
+
+def profile_stages(path: str | Path, steps: int = 5) -> str:
+    """torch.profiler tables for the two stages with GPU goals: a `full` VAE training step and
+    DDPM sampling at `full` (10,000 windows). Device time against wall time tells whether a stage
+    is bound by the GPU's arithmetic or by the host launching small kernels."""
+    from dataclasses import asdict
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from midilib.diffusion import make_scheduler
+    from midilib.profiles import get_profile
+    from midilib.runs import build_model
+    from midilib.train import autocast_for, make_optimizer, resolve_device, train_step
+
+    dev = resolve_device("auto")
+    prof = get_profile("full")
+    data = {"window": 8, "s_max": 2.0, "d_max": 2.0}
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    sort = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    torch.manual_seed(0)
+    vae = build_model("vae", asdict(prof.vae), data).to(dev)
+    opt = make_optimizer(vae, prof.vae_train)
+    batch = torch.as_tensor(_random_windows(prof.vae_train.batch_size)).to(dev)
+    autocast = autocast_for(dev, prof.vae_train.precision)
+    ddpm = build_model("ddpm", asdict(prof.diffusion), data).to(dev).eval()
+    scheduler = make_scheduler(ddpm, "ddpm", 1000)
+    x = torch.randn(10_000, 8, 4, device=dev)
+
+    def vae_steps() -> None:
+        for _ in range(steps):
+            train_step(vae, opt, batch, 20, autocast, prof.vae_train.grad_clip)
+
+    @torch.inference_mode()
+    def ddpm_steps() -> None:
+        y = x
+        for t in scheduler.timesteps.tolist()[: 10 * steps]:
+            y = scheduler.step(ddpm(y, torch.full((len(y),), t, device=dev)), t, y)
+
+    text = [f"device: {dev}; torch {torch.__version__}"]
+    for name, fn, n in (("VAE @ full, training step (batch 4096)", vae_steps, steps),
+                        ("DDPM @ full, sampling step (10,000 windows)", ddpm_steps, 10 * steps)):
+        fn()  # warm-up: cuDNN plans, allocator
+        _sync()
+        with profile(activities=activities) as p:
+            t0 = time.perf_counter()
+            fn()
+            _sync()
+            wall = time.perf_counter() - t0
+        events = p.key_averages()
+        device_us = sum(getattr(e, "self_device_time_total", 0.0) for e in events)
+        kernels = sum(e.count for e in events if getattr(e, "self_device_time_total", 0.0) > 0)
+        text += ["", f"## {name}: {wall / n * 1e3:.2f} ms per step wall, "
+                 f"{device_us / 1e3 / n:.2f} ms per step on the device ({kernels / n:.0f} kernels per step)", "",
+                 events.table(sort_by=sort, row_limit=18, max_name_column_width=60)]
+    report = "\n".join(text)
+    Path(path).write_text(report)
+    return report
+
+
+def _random_windows(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    w = np.empty((n, 8, 4), dtype=np.float32)
+    w[..., 0] = rng.integers(21, 109, (n, 8))
+    w[..., 1] = rng.uniform(0.1, 1.0, (n, 8))
+    w[..., 2:] = rng.exponential(0.3, (n, 8, 2)).clip(0, 2)
+    return w
 
 
 RUNNERS = {"prepare": section_prepare, "scale": section_scale, "train": section_train,
@@ -355,7 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"any of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "figures"))
+    parser.add_argument("--profile", metavar="FILE", help="only write torch.profiler tables of the stages "
+                        "with GPU goals (a full VAE training step, DDPM sampling) to FILE")
     args = parser.parse_args(argv)
+    if args.profile:
+        print(profile_stages(args.profile))
+        return 0
     if args.repeats < 3:
         print("error: --repeats must be >= 3 (min and median of at least three)", file=sys.stderr)
         return 2
@@ -364,28 +460,44 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
+    info = machine()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     for name in sections:
         t0 = time.perf_counter()
-        rows += _run_section(name, args.repeats)
+        try:
+            rows += _run_section(name, args.repeats)
+        except RuntimeError as exc:  # one broken stage must not lose the others' figures
+            print(f"[bench] {exc}", file=sys.stderr, flush=True)
+            rows.append(_row(name, f"FAILED: {exc}", "", float("nan"), float("nan"),
+                             section_peak_rss_mb=float("nan"), section_cuda_max_mb=None))
         print(f"[bench] {name}: {time.perf_counter() - t0:.0f} s", flush=True)
-    info = machine()
-    import pandas as pd
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if info["device"].startswith("CPU") else "-gpu"
-    frame = pd.DataFrame([{**info, **r} for r in rows])
-    frame.to_csv(out / f"bench{suffix}.csv", index=False)
-    text = to_markdown(rows, info)
-    (out / f"bench{suffix}.md").write_text(text)
-    if sections == list(SECTIONS) and Path(args.out).resolve() == (ROOT / "figures").resolve():
+        text = write_tables(rows, info, out)  # after every section: a stopped run keeps what it measured
+    if sections == list(SECTIONS) and out.resolve() == (ROOT / "figures").resolve():
         from midilib.evaluate import update_readme
 
+        suffix = _suffix(info)
         update_readme(ROOT / "README.md", text, f"<!-- bench{suffix}:start -->", f"<!-- bench{suffix}:end -->")
     print(text)
     return 0
 
+
+def _suffix(info: dict) -> str:
+    return "" if info["device"].startswith("CPU") else "-gpu"
+
+
+def write_tables(rows: list[dict], info: dict, out: Path) -> str:
+    """figures/bench{,-gpu}.{csv,md}, each written atomically; returns the markdown."""
+    import pandas as pd
+
+    from midilib.atomic import atomic_write
+
+    suffix = _suffix(info)
+    atomic_write(out / f"bench{suffix}.csv", pd.DataFrame([{**info, **r} for r in rows]).to_csv(index=False))
+    text = to_markdown(rows, info)
+    atomic_write(out / f"bench{suffix}.md", text)
+    return text
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -44,7 +44,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.model, args.data, args.profile, args.out, epochs=args.epochs, max_steps=args.max_steps,
         device=args.device, seed=args.seed, resume=args.resume, denoiser=args.denoiser,
         schedule=args.schedule, batch_size=args.batch_size, max_minutes=args.max_minutes,
-        reuse=False, progress=not args.quiet,
+        precision=args.precision, reuse=False, progress=not args.quiet,
     )
     final = result["final"]
     line = f"{args.model}: {result['parameters']:,} parameters; epoch {final.get('epoch')} loss {final.get('loss', float('nan')):.4f}"
@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", default=None, choices=("bf16", "fp32"),
+                   help="on CUDA: bf16 autocast (the profiles' choice) or fp32; the CPU always uses fp32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--denoiser", choices=("lstm", "transformer"), default=None)

@@ -30,6 +30,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     max_steps: int | None = None  # stop after this many optimiser steps in all
     max_minutes: float | None = None  # wall-clock budget; the schedule still follows epochs
+    precision: str = "bf16"  # on CUDA: bf16 autocast or plain fp32 (the CPU always trains in fp32)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ def resolve_config(
     schedule: str | None = None,
     batch_size: int | None = None,
     max_minutes: float | None = None,
+    precision: str | None = None,
 ) -> tuple[dict, TrainConfig]:
     """The fully resolved description of a training run and its TrainConfig."""
     prof = get_profile(profile)
@@ -86,7 +87,7 @@ def resolve_config(
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     train_cfg = override(train_cfg, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                         max_minutes=max_minutes)
+                         max_minutes=max_minutes, precision=precision)
     data_dir = Path(data_dir)
     key = (data_dir / "key.txt").read_text() if (data_dir / "key.txt").exists() else None
     config = {
@@ -114,12 +115,13 @@ def train_model(
     schedule: str | None = None,
     batch_size: int | None = None,
     max_minutes: float | None = None,
+    precision: str | None = None,
     reuse: bool = True,
     progress: bool = True,
 ) -> dict:
     """Train `kind` on DIR/windows.npz into RUN; returns metrics.json's content."""
     config, train_cfg = resolve_config(
-        kind, profile, data_dir, epochs, max_steps, denoiser, schedule, batch_size, max_minutes
+        kind, profile, data_dir, epochs, max_steps, denoiser, schedule, batch_size, max_minutes, precision
     )
     out = Path(out)
     full_config = {**config, "train": asdict(train_cfg), "seed": seed}

@@ -1,6 +1,8 @@
 """One trainer for every model of the workbook (the VAE and the denoisers).
 
-A model only has to define ``training_loss(batch, epoch) -> (loss, logs)``.
+A model only has to define ``training_loss(batch, epoch) -> (loss, logs)``,
+logs being floats or detached 0-d tensors (summed on the device and read once
+an epoch, so a GPU step never waits for the host).
 The trainer owns everything else: LAMB, gradient clipping, bf16 autocast on
 CUDA, the whole training set as one tensor on the device (batches are index
 slices of a seeded permutation, no per-item Dataset loop), a per-epoch
@@ -53,6 +55,37 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     import torch_optimizer
 
     return torch_optimizer.Lamb(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+PRECISIONS = ("bf16", "fp32")
+
+
+def autocast_for(dev: torch.device, precision: str = "bf16") -> torch.autocast:
+    """bf16 autocast on CUDA when asked; the CPU trains in fp32 (bf16 LSTMs are slow or missing there)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if dev.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(dev.type, enabled=False)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: torch.Tensor,
+    epoch: int,
+    autocast: torch.autocast,
+    grad_clip: float | None,
+) -> tuple[torch.Tensor, dict]:
+    """One optimiser step (the trainer's and the benchmark's): loss under autocast, clip, step."""
+    with autocast:
+        loss, logs = model.training_loss(batch, epoch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss, logs
 
 
 @dataclass
@@ -136,9 +169,7 @@ def fit(
         raise ValueError("no training windows")
     batch = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / batch)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
+    autocast = autocast_for(dev, cfg.precision)
     summary: dict = {}
     budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     epochs = range(state.epoch, cfg.epochs)
@@ -150,26 +181,23 @@ def fit(
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(n).to(dev)
-        sums: dict[str, float] = {}
+        sums: dict[str, Any] = {}
         seen = 0
         for i in range(steps_per_epoch):
             if cfg.max_steps is not None and state.step >= cfg.max_steps:
                 break
             idx = order[i * batch : (i + 1) * batch]
-            with autocast:
-                loss, logs = model.training_loss(data[idx], epoch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            loss, logs = train_step(model, optimizer, data[idx], epoch, autocast, cfg.grad_clip)
             state.step += 1
             k = len(idx)
             seen += k
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * k
+            sums["loss"] = sums.get("loss", 0.0) + loss.detach().double() * k
             for name, value in logs.items():
                 if name != "loss":
-                    sums[name] = sums.get(name, 0.0) + float(value) * k
+                    value = value.double() if torch.is_tensor(value) else value
+                    sums[name] = sums.get(name, 0.0) + value * k
+        if dev.type == "cuda":
+            torch.cuda.synchronize()  # the epoch's time includes its queued GPU work
         elapsed = time.perf_counter() - t0
         state.seconds += elapsed
         state.epoch = epoch + 1
@@ -179,7 +207,7 @@ def fit(
             "lr": optimizer.param_groups[0]["lr"],
             "samples_per_s": seen / max(elapsed, 1e-9),
             "seconds": state.seconds,
-            **{name: round(value / max(seen, 1), 12) for name, value in sums.items()},
+            **{name: round(float(value) / max(seen, 1), 12) for name, value in sums.items()},
         }
         _atomic_save(
             {

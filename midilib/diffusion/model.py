@@ -47,8 +47,9 @@ class DiffusionModel(nn.Module):
 
     def training_loss(
         self, batch: torch.Tensor, epoch: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The simple DDPM loss: MSE between the true and predicted noise at a random t."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The simple DDPM loss: MSE between the true and predicted noise at a random t
+        (the log is a detached tensor: no host sync per step)."""
         if batch.dim() != 3 or batch.shape[1:] != (self.window, 4):
             raise ValueError(f"expected a batch (B, {self.window}, 4), got {tuple(batch.shape)}")
         x0 = self.codec.encode(batch.float())
@@ -57,7 +58,7 @@ class DiffusionModel(nn.Module):
         ab = self.alphas_cumprod[t].view(-1, 1, 1)
         x_t = ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise
         loss = F.mse_loss(self(x_t, t), noise)
-        return loss, {"mse": loss.item()}
+        return loss, {"mse": loss.detach()}
 
 
 def build_diffusion(

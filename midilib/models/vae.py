@@ -172,8 +172,11 @@ class VAE(nn.Module):
             "target_values": values,
         }
 
-    def training_loss(self, batch: Tensor, epoch: int) -> tuple[Tensor, dict[str, float]]:
-        """CE(pitch) + MSE(scaled values) + beta * KL, each summed per window, batch-averaged."""
+    def training_loss(self, batch: Tensor, epoch: int) -> tuple[Tensor, dict[str, Tensor | float]]:
+        """CE(pitch) + MSE(scaled values) + beta * KL, each summed per window, batch-averaged.
+
+        The logs are detached 0-d tensors (no host sync per step; the trainer reads them once an epoch).
+        """
         forcing = teacher_forcing(epoch, self.tf_start, self.tf_step)
         beta = kl_beta(epoch, self.beta_step, self.beta_max)
         out = self(batch, forcing=forcing)
@@ -187,13 +190,13 @@ class VAE(nn.Module):
         loss = ce + mse + beta * kl
         acc = (out["pitch"] == out["target_pitch"]).float().mean()
         return loss, {
-            "loss": loss.item(),
-            "ce": ce.item(),
-            "mse": mse.item(),
-            "kl": kl.item(),
+            "loss": loss.detach(),
+            "ce": ce.detach(),
+            "mse": mse.detach(),
+            "kl": kl.detach(),
             "beta": beta,
             "teacher_forcing": forcing,
-            "pitch_acc": acc.item(),
+            "pitch_acc": acc.detach(),
         }
 
 
