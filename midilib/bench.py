@@ -373,10 +373,17 @@ def profile_stages(path: str | Path, steps: int = 5) -> str:
         kernels = sum(e.count for e in events if getattr(e, "self_device_time_total", 0.0) > 0)
         text += ["", f"## {name}: {wall / n * 1e3:.2f} ms per step wall, "
                  f"{device_us / 1e3 / n:.2f} ms per step on the device ({kernels / n:.0f} kernels per step)", "",
-                 events.table(sort_by=sort, row_limit=18, max_name_column_width=60)]
+                 _table(events, sort)]
     report = "\n".join(text)
     Path(path).write_text(report)
     return report
+
+
+def _table(events, sort: str) -> str:
+    try:
+        return events.table(sort_by=sort, row_limit=18, max_name_column_width=60)
+    except (KeyError, AttributeError, ValueError):  # older torch names the device columns "cuda"
+        return events.table(sort_by=sort.replace("device", "cuda"), row_limit=18, max_name_column_width=60)
 
 
 def _random_windows(n: int, seed: int = 0) -> np.ndarray:
