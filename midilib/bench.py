@@ -352,11 +352,15 @@ def profile_stages(path: str | Path, steps: int = 5) -> str:
         for _ in range(steps):
             train_step(vae, opt, batch, 20, autocast, prof.vae_train.grad_clip)
 
+    sample_autocast = autocast_for(dev, prof.diffusion_train.precision)  # as midilib.diffusion.sample does
+
     @torch.inference_mode()
     def ddpm_steps() -> None:
         y = x
         for t in scheduler.timesteps.tolist()[: 10 * steps]:
-            y = scheduler.step(ddpm(y, torch.full((len(y),), t, device=dev)), t, y)
+            with sample_autocast:
+                eps = ddpm(y, torch.full((len(y),), t, device=dev))
+            y = scheduler.step(eps.float(), t, y)
 
     text = [f"device: {dev}; torch {torch.__version__}"]
     for name, fn, n in (("VAE @ full, training step (batch 4096)", vae_steps, steps),

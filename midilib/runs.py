@@ -236,7 +236,7 @@ def generate(
             steps = 50
         scheduler = make_scheduler(model, kind, steps, eta=eta)
         samples = diffusion_sample(model, scheduler, n, batch_size=batch_size, seed=seed,
-                                   progress=progress)
+                                   progress=progress, precision=config.get("train", {}).get("precision", "bf16"))
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

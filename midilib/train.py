@@ -51,10 +51,10 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """LAMB as in the original study (torch-optimizer)."""
-    import torch_optimizer
+    """LAMB as in the original study: torch-optimizer's update, computed without host syncs."""
+    from midilib.lamb import Lamb
 
-    return torch_optimizer.Lamb(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return Lamb(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 PRECISIONS = ("bf16", "fp32")

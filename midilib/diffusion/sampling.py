@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from midilib.diffusion.model import DiffusionModel
 from midilib.diffusion.schedulers import DDIMScheduler, DDPMScheduler
 from midilib.models import eval_mode
+from midilib.train import autocast_for
 
 SCHEDULERS = ("ddpm", "ddim")
 
@@ -58,14 +59,21 @@ def sample(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    precision: str = "bf16",
 ) -> np.ndarray:
-    """Generate `n` windows -> raw condensed events (n, window, 4), deterministic given `seed`."""
+    """Generate `n` windows -> raw condensed events (n, window, 4), deterministic given `seed`.
+
+    On CUDA the denoiser runs under bf16 autocast unless `precision="fp32"` (the
+    scheduler's arithmetic stays fp32): fp32 attention and GEMMs made DDPM-1000 take
+    15 s per 10,000 windows at `full` on an H200, bf16 tensor cores a fraction of that.
+    """
     if n < 1 or batch_size < 1:
         raise ValueError(f"n and batch_size must be >= 1, got {n} and {batch_size}")
     _check(model, scheduler)
     device = _device(model, device)
     model.to(device)
     generator = torch.Generator(device).manual_seed(seed)
+    autocast = autocast_for(device, precision)
     steps = scheduler.timesteps.tolist()
     out = []
     with (
@@ -76,8 +84,9 @@ def sample(
             b = min(batch_size, n - start)
             x = torch.randn(b, model.window, 4, generator=generator, device=device)
             for t in steps:
-                eps = model(x, torch.full((b,), t, dtype=torch.long, device=device))
-                x = scheduler.step(eps, t, x, generator=generator)
+                with autocast:
+                    eps = model(x, torch.full((b,), t, dtype=torch.long, device=device))
+                x = scheduler.step(eps.float(), t, x, generator=generator)
                 bar.update()
             out.append(model.codec.decode(x).cpu())
     return torch.cat(out).numpy().astype(np.float32)
