@@ -465,9 +465,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "figures"))
     parser.add_argument("--profile", metavar="FILE", help="only write torch.profiler tables of the stages "
                         "with GPU goals (a full VAE training step, DDPM sampling) to FILE")
+    parser.add_argument("--quiet", action="store_true", help="with --profile: write FILE only")
     args = parser.parse_args(argv)
     if args.profile:
-        print(profile_stages(args.profile))
+        report = profile_stages(args.profile)
+        if not args.quiet:
+            print(report)
         return 0
     if args.repeats < 3:
         print("error: --repeats must be >= 3 (min and median of at least three)", file=sys.stderr)

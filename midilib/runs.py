@@ -24,7 +24,7 @@ from midilib.atomic import atomic_write
 from midilib.events import write_midi
 from midilib.prepare import load_windows
 from midilib.profiles import DiffusionConfig, Profile, TrainConfig, VAEConfig, get_profile, override
-from midilib.train import fit, load_checkpoint, resolve_device, seed_everything
+from midilib.train import fit, load_checkpoint, normalized, resolve_device, seed_everything
 
 MODELS = ("vae", "ddpm")
 GENERATORS = ("vae", "ddpm", "ddim")
@@ -126,7 +126,7 @@ def train_model(
     out = Path(out)
     full_config = {**config, "train": asdict(train_cfg), "seed": seed}
     if reuse and not resume and (out / "metrics.json").exists() and (out / "config.json").exists():
-        if json.loads((out / "config.json").read_text()) == json.loads(json.dumps(full_config)):
+        if normalized(json.loads((out / "config.json").read_text())) == json.loads(json.dumps(full_config)):
             return json.loads((out / "metrics.json").read_text())
     if not resume:
         (out / "metrics.json").unlink(missing_ok=True)  # a killed retrain must not look finished

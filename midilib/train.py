@@ -3,8 +3,8 @@
 A model only has to define ``training_loss(batch, epoch) -> (loss, logs)``,
 logs being floats or detached 0-d tensors (summed on the device and read once
 an epoch, so a GPU step never waits for the host).
-The trainer owns everything else: LAMB, gradient clipping, bf16 autocast on
-CUDA, the whole training set as one tensor on the device (batches are index
+The trainer owns everything else: LAMB, gradient clipping, the run's precision
+on CUDA (bf16 autocast or fp32), the whole training set as one tensor on the device (batches are index
 slices of a seeded permutation, no per-item Dataset loop), a per-epoch
 ``log.csv``, and an atomic checkpoint after every epoch that holds the model,
 optimiser, RNG state and position, so ``resume`` continues a killed run and,
@@ -135,6 +135,8 @@ def fit(
     """
     if cfg.max_minutes is not None and cfg.max_minutes <= 0:
         raise ValueError(f"--max-minutes must be > 0, got {cfg.max_minutes}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -248,8 +250,17 @@ def _truncate_log(path: Path, epochs: int) -> None:
 
 def _identity(config: dict) -> dict:
     """A run's config without its stopping rules: a resumed run may be extended."""
-    train = {k: v for k, v in config.get("train", {}).items() if k not in ("epochs", "max_steps", "max_minutes")}
+    train = {k: v for k, v in normalized(config).get("train", {}).items()
+             if k not in ("epochs", "max_steps", "max_minutes")}
     return {**config, "train": train}
+
+
+def normalized(config: dict) -> dict:
+    """A stored run config in today's terms: runs made before `precision` existed trained
+    under bf16 autocast on CUDA, which is what the missing field meant."""
+    if "train" not in config or "precision" in config["train"]:
+        return config
+    return {**config, "train": {**config["train"], "precision": "bf16"}}
 
 
 def _append_log(path: Path, row: dict) -> None:

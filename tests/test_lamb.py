@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch_optimizer
@@ -51,12 +53,46 @@ def test_a_zero_parameter_gets_the_adam_step() -> None:
 
 
 def test_resumes_from_a_torch_optimizer_state() -> None:
-    """Checkpoints written with torch_optimizer.Lamb load into ours and continue identically."""
+    """A checkpoint written with torch_optimizer.Lamb loads into ours and continues as torch-optimizer would."""
     _, ref = _train(torch_optimizer.Lamb, steps=5)
-    model = _model()
-    opt = Lamb(model.parameters())
-    opt.load_state_dict(ref.state_dict())
-    assert all(opt.state[p]["step"] == 5 for p in model.parameters())
+    continued = {}
+    for cls in (Lamb, torch_optimizer.Lamb):
+        model = _model(seed=3)
+        opt = cls(model.parameters())
+        opt.load_state_dict(copy.deepcopy(ref.state_dict()))  # as from a file: no shared tensors
+        gen = torch.Generator().manual_seed(2)
+        for _ in range(10):
+            x, y = torch.randint(0, 16, (32, 3), generator=gen), torch.randint(0, 5, (32,), generator=gen)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        assert all(opt.state[p]["step"] == 15 for p in model.parameters())
+        continued[cls] = model
+    for a, b in zip(continued[Lamb].parameters(), continued[torch_optimizer.Lamb].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_param_groups_and_frozen_parameters() -> None:
+    """Each group keeps its own lr and weight decay; a parameter without a gradient is left alone."""
+    results = []
+    for cls in (Lamb, torch_optimizer.Lamb):
+        model = _model()
+        frozen = model[4].bias.detach().clone()
+        groups = [{"params": list(model[0].parameters()), "lr": 1e-2},
+                  {"params": list(model[2].parameters()) + [model[4].weight], "lr": 1e-3, "weight_decay": 1e-2},
+                  {"params": [model[4].bias], "lr": 5e-2}]
+        opt = cls(groups)
+        model[4].bias.requires_grad_(False)
+        gen = torch.Generator().manual_seed(4)
+        for _ in range(10):
+            x, y = torch.randint(0, 16, (32, 3), generator=gen), torch.randint(0, 5, (32,), generator=gen)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        torch.testing.assert_close(model[4].bias, frozen, rtol=0, atol=0)
+        results.append(model)
+    for a, b in zip(results[0].parameters(), results[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [dict(lr=0.0), dict(lr=1e-3, betas=(1.0, 0.9)), dict(lr=1e-3, weight_decay=-1)])
