@@ -277,7 +277,10 @@ def cached_generate(
         raise FileNotFoundError(f"{ckpt}: not found; train the model first")
     stat = ckpt.stat()
     dev = str(resolve_device(device))  # timings belong to a device
-    key = json.dumps([kind, n, steps, eta, temperature, seed, dev, stat.st_size, stat.st_mtime_ns])
+    from midilib.diffusion.sampling import SAMPLER_VERSION
+
+    key = json.dumps([kind, n, steps, eta, temperature, seed, dev, stat.st_size, stat.st_mtime_ns,
+                      SAMPLER_VERSION])
     name = f"{kind}-n{n}-s{steps}-e{eta}-t{temperature}-seed{seed}-{dev}"
     out = run / "samples" / name
     info_path = out / "generate.json"

@@ -40,7 +40,7 @@ def test_schedule_errors() -> None:
         alphas_cumprod(np.array([0.1, 1.0]))
 
 
-def pair(kind: str, betas: np.ndarray, clip: bool, eta: float, spacing: str, n: int):
+def pair(kind: str, betas: np.ndarray, clip: bool, eta: float, spacing: str, n: int, clipped_eps: bool = False):
     """Ours and diffusers' scheduler on the very same (float32) betas.
 
     diffusers keeps alpha_bar in float32, where 1 - alpha_bar_t / alpha_bar_prev
@@ -60,7 +60,8 @@ def pair(kind: str, betas: np.ndarray, clip: bool, eta: float, spacing: str, n: 
         ours = DDPMScheduler(betas, clip_sample=clip, timestep_spacing=spacing)
         ref = diffusers.DDPMScheduler(**common, variance_type="fixed_small")
     else:
-        ours = DDIMScheduler(betas, clip_sample=clip, eta=eta, timestep_spacing=spacing)
+        ours = DDIMScheduler(betas, clip_sample=clip, eta=eta, timestep_spacing=spacing,
+                             use_clipped_model_output=clipped_eps)
         ref = diffusers.DDIMScheduler(**common, set_alpha_to_one=True)
         ref.final_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64)
     ref.alphas_cumprod = torch.from_numpy(np.cumprod(1.0 - betas.astype(np.float64)))
@@ -81,13 +82,15 @@ CASES = [
     ("ddim", "linear", False, 1.0, "leading", 20),
     ("ddim", "cosine", True, 1.0, "leading", 40),
     ("ddim", "cosine", True, 0.5, "trailing", 25),
+    ("ddim", "cosine", True, 0.0, "leading", 1000, True),
+    ("ddim", "linear", True, 0.5, "leading", 50, True),
 ]
 
 
-@pytest.mark.parametrize("kind,schedule,clip,eta,spacing,n", CASES)
-def test_step_matches_diffusers(kind, schedule, clip, eta, spacing, n) -> None:
+@pytest.mark.parametrize("kind,schedule,clip,eta,spacing,n,clipped_eps", [c + (False,) * (7 - len(c)) for c in CASES])
+def test_step_matches_diffusers(kind, schedule, clip, eta, spacing, n, clipped_eps) -> None:
     betas = make_betas(schedule, T)
-    ours, ref = pair(kind, betas, clip, eta, spacing, n)
+    ours, ref = pair(kind, betas, clip, eta, spacing, n, clipped_eps)
     torch.testing.assert_close(ours.timesteps, ref.timesteps.long(), rtol=0, atol=0)
     g = torch.Generator().manual_seed(0)
     # First, middle and last steps, on samples at the matching noise level.
@@ -106,7 +109,7 @@ def test_step_matches_diffusers(kind, schedule, clip, eta, spacing, n) -> None:
             want = ref.step(model_out, t, x_t, generator=torch.Generator().manual_seed(t))
         else:
             got = ours.step(model_out, t, x_t, noise=noise)
-            want = ref.step(model_out, t, x_t, eta=eta, variance_noise=noise)
+            want = ref.step(model_out, t, x_t, eta=eta, variance_noise=noise, use_clipped_model_output=clipped_eps)
         want = want.prev_sample
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 

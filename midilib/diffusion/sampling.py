@@ -18,6 +18,9 @@ from midilib.models import eval_mode
 from midilib.train import autocast_for
 
 SCHEDULERS = ("ddpm", "ddim")
+# Raised whenever the samplers' numbers change for the same checkpoint and seed; cached sample
+# sets (midilib.runs.cached_generate) are keyed by it. 2: DDIM re-derives epsilon from the clipped x0.
+SAMPLER_VERSION = 2
 
 
 def make_scheduler(
@@ -26,12 +29,18 @@ def make_scheduler(
     steps: int | None = 50,
     eta: float = 0.0,
     clip_sample: bool = True,
+    use_clipped_model_output: bool = True,
 ) -> DDPMScheduler | DDIMScheduler:
-    """A sampler over `model`'s own betas with `steps` steps (None: all T)."""
+    """A sampler over `model`'s own betas with `steps` steps (None: all T).
+
+    DDIM re-derives epsilon from the clipped x0 unless `use_clipped_model_output=False`
+    (diffusers' default; see midilib.diffusion.schedulers for the measured difference).
+    """
     if kind == "ddpm":
         scheduler = DDPMScheduler(model.betas, clip_sample=clip_sample)
     elif kind == "ddim":
-        scheduler = DDIMScheduler(model.betas, clip_sample=clip_sample, eta=eta)
+        scheduler = DDIMScheduler(model.betas, clip_sample=clip_sample, eta=eta,
+                                  use_clipped_model_output=use_clipped_model_output)
     else:
         raise ValueError(f"unknown scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
     scheduler.set_timesteps(steps if steps is not None else model.timesteps)

@@ -12,8 +12,12 @@ agree exactly, and why they are sensible here:
 * DDPM uses the "fixed_small" posterior variance beta~_t of Ho et al. (eq. 7),
   with the respaced beta_t = 1 - alpha_bar_t / alpha_bar_prev when n < T.
 * x0 clipping (``clip_sample``) clips the *predicted x0* to [-r, r] before the
-  posterior mean; DDIM keeps the unclipped epsilon for its direction term
-  (diffusers' ``use_clipped_model_output=False``).
+  posterior mean. DDIM keeps the unclipped epsilon for its direction term by
+  default, as diffusers does; ``use_clipped_model_output=True`` re-derives it
+  from the clipped x0 (GLIDE), which `make_scheduler` chooses: with the raw
+  epsilon, x0 and the direction disagree at every clipped step, and over 1000
+  DDIM steps the error piled up (feature Frechet distance 15.7 against 1.49
+  with the re-derived one, on the `default` run; 1.75 against 1.69 at 50 steps).
 * The previous timestep is the next entry of ``timesteps``; no noise is added
   on the final step (diffusers adds noise of std 1e-10 there for "trailing").
 
@@ -157,10 +161,12 @@ class DDIMScheduler(_Scheduler):
         clip_range: float = 1.0,
         timestep_spacing: str = "leading",
         set_alpha_to_one: bool = True,
+        use_clipped_model_output: bool = False,
     ) -> None:
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
         self.eta = float(eta)
+        self.use_clipped_model_output = bool(use_clipped_model_output)
         super().__init__(betas, clip_sample, clip_range, timestep_spacing)
         self.final_alpha_cumprod = 1.0 if set_alpha_to_one else float(self.alphas_cumprod[0])
 
@@ -177,6 +183,8 @@ class DDIMScheduler(_Scheduler):
         prev = self.previous_timestep(t)
         ab_t, ab_prev = self._alpha_bars(t, prev, self.final_alpha_cumprod)
         x0 = self._predict_x0(model_output, sample, ab_t)
+        if self.use_clipped_model_output and self.clip_sample:  # the epsilon that the clipped x0 implies
+            model_output = (sample - ab_t**0.5 * x0) / (1.0 - ab_t) ** 0.5
         variance = (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev)
         std = self.eta * variance**0.5
         direction = max(1.0 - ab_prev - std**2, 0.0) ** 0.5 * model_output
