@@ -17,17 +17,20 @@ def _model(seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Embedding(16, 6), nn.Flatten(), nn.Linear(18, 32), nn.Tanh(), nn.Linear(32, 5))
 
 
+def _steps(model: nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int) -> None:
+    """`steps` optimiser steps on seeded random batches of a toy classification task."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x, y = torch.randint(0, 16, (32, 3), generator=gen), torch.randint(0, 5, (32,), generator=gen)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
 def _train(opt_cls, steps: int = 40, **kw) -> tuple[nn.Module, torch.optim.Optimizer]:
     model = _model()
     opt = opt_cls(model.parameters(), **kw)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        x = torch.randint(0, 16, (32, 3), generator=gen)
-        y = torch.randint(0, 5, (32,), generator=gen)
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _steps(model, opt, steps, seed=1)
     return model, opt
 
 
@@ -60,12 +63,7 @@ def test_resumes_from_a_torch_optimizer_state() -> None:
         model = _model(seed=3)
         opt = cls(model.parameters())
         opt.load_state_dict(copy.deepcopy(ref.state_dict()))  # as from a file: no shared tensors
-        gen = torch.Generator().manual_seed(2)
-        for _ in range(10):
-            x, y = torch.randint(0, 16, (32, 3), generator=gen), torch.randint(0, 5, (32,), generator=gen)
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
+        _steps(model, opt, 10, seed=2)
         assert all(opt.state[p]["step"] == 15 for p in model.parameters())
         continued[cls] = model
     for a, b in zip(continued[Lamb].parameters(), continued[torch_optimizer.Lamb].parameters()):
@@ -83,12 +81,7 @@ def test_param_groups_and_frozen_parameters() -> None:
                   {"params": [model[4].bias], "lr": 5e-2}]
         opt = cls(groups)
         model[4].bias.requires_grad_(False)
-        gen = torch.Generator().manual_seed(4)
-        for _ in range(10):
-            x, y = torch.randint(0, 16, (32, 3), generator=gen), torch.randint(0, 5, (32,), generator=gen)
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
+        _steps(model, opt, 10, seed=4)
         torch.testing.assert_close(model[4].bias, frozen, rtol=0, atol=0)
         results.append(model)
     for a, b in zip(results[0].parameters(), results[1].parameters()):
