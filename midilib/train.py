@@ -135,11 +135,10 @@ def fit(
     """
     if cfg.max_minutes is not None and cfg.max_minutes <= 0:
         raise ValueError(f"--max-minutes must be > 0, got {cfg.max_minutes}")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    dev = resolve_device(device)
+    autocast = autocast_for(dev, cfg.precision)  # checks the precision before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
     config = {**config, "train": asdict(cfg), "seed": seed}
     ckpt_path = out / "checkpoint.pt"
     state = TrainState()
@@ -171,7 +170,6 @@ def fit(
         raise ValueError("no training windows")
     batch = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / batch)
-    autocast = autocast_for(dev, cfg.precision)
     summary: dict = {}
     budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     epochs = range(state.epoch, cfg.epochs)

@@ -99,6 +99,23 @@ def test_train_reuses_a_finished_identical_run(data_dir, tmp_path):
     assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
 
 
+def test_an_unknown_precision_fails_before_anything_is_written(data_dir, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="--precision must be one of bf16, fp32"):
+        train_model("vae", data_dir, "smoke", run, epochs=1, precision="fp16", progress=False)
+    assert not run.exists()
+
+
+def test_runs_from_before_precision_are_still_reused(data_dir, tmp_path):
+    """A run whose config.json has no train.precision (older code) meant bf16 and is reused as such."""
+    run = tmp_path / "run"
+    first = train_model("ddpm", data_dir, "smoke", run, epochs=1, progress=False)
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"].pop("precision") == "bf16"
+    (run / "config.json").write_text(json.dumps(config))
+    assert train_model("ddpm", data_dir, "smoke", run, epochs=1, progress=False) == first
+
+
 @pytest.fixture(scope="module")
 def ddpm_run(data_dir, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("ddpm")
