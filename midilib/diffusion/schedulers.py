@@ -16,8 +16,9 @@ agree exactly, and why they are sensible here:
   default, as diffusers does; ``use_clipped_model_output=True`` re-derives it
   from the clipped x0 (GLIDE), which `make_scheduler` chooses: with the raw
   epsilon, x0 and the direction disagree at every clipped step, and over 1000
-  DDIM steps the error piled up (feature Frechet distance 15.7 against 1.49
-  with the re-derived one, on the `default` run; 1.75 against 1.69 at 50 steps).
+  DDIM steps the error piled up (in notebook 05's sweep on the `default` run,
+  feature Frechet distance 16.1 against 1.54 with the re-derived one; 1.75
+  against 1.69 at 50 steps).
 * The previous timestep is the next entry of ``timesteps``; no noise is added
   on the final step (diffusers adds noise of std 1e-10 there for "trailing").
 
