@@ -4,7 +4,8 @@ The original study compared generated windows with the first 10k TRAINING
 windows (about 22 pieces), unclamped, with no interval. Here the reference is
 a random sample of TEST windows across all test files; every set (reference
 included) is clipped to the valid ranges the same way; each row gets
-bootstrap 95% intervals (both sets resampled); and three calibration rows say
+bootstrap 95% intervals (both sets resampled, corrected for the shift
+that resampling itself gives a distance; see _interval); and three calibration rows say
 what "good" and "bad" look like:
 
 - "floor (train vs test)": fresh training windows; real music the model could
@@ -243,9 +244,21 @@ class _Reference:
         self.fad_weights: np.ndarray | None = None
 
 
-def _interval(reps: np.ndarray, alpha: float) -> tuple[float, float, float]:
-    low, high = np.quantile(reps[1:], [alpha / 2.0, 1.0 - alpha / 2.0])
-    return float(reps[0]), float(low), float(high)
+def _interval(
+    reps: np.ndarray, alpha: float, bounds: tuple[float, float] = (0.0, np.inf)
+) -> tuple[float, float, float]:
+    """Point value and a bias-corrected percentile interval from (1 + n_boot,) replicates.
+
+    A resample of n windows holds only ~63% distinct ones, so a distance between
+    two resampled sets is inflated: for Frechet distances of 200 clips the plain
+    percentile interval lay wholly above the value it was drawn around (FAD
+    0.661 [0.910, 1.462]). The bootstrap's own estimate of that shift, the mean
+    of the replicates minus the value, is taken off both ends, which keeps the
+    spread and centres it on the value; ends are clipped to the metric's range.
+    """
+    value, boots = float(reps[0]), reps[1:]
+    low, high = np.quantile(boots, [alpha / 2.0, 1.0 - alpha / 2.0]) - (boots.mean() - value)
+    return value, float(np.clip(low, *bounds)), float(np.clip(high, *bounds))
 
 
 def _symbolic_row(
@@ -270,7 +283,8 @@ def _symbolic_row(
     reps["fmd"] = _frechet_reps(fg, np.arange(len(fg)), wg, fr, np.arange(len(fr)), wr)
     row: dict[str, float] = {}
     for name, r in reps.items():
-        row[name], row[f"{name}_lo"], row[f"{name}_hi"] = _interval(r, alpha)
+        bounds = (0.0, 1.0) if METRICS[name][0] else (0.0, np.inf)  # overlaps are shares
+        row[name], row[f"{name}_lo"], row[f"{name}_hi"] = _interval(r, alpha, bounds)
     return row
 
 
@@ -366,7 +380,8 @@ def evaluate_sets(
             who, weights = (reference, ref.weights) if name == FLOOR else (gen, wg)
             mask = M.copy_mask(who, train, copy_tol).astype(np.float64)
             reps = weights @ mask / weights.sum(axis=1)
-            row["copy_rate"], row["copy_rate_lo"], row["copy_rate_hi"] = _interval(reps, alpha)
+            row["copy_rate"], row["copy_rate_lo"], row["copy_rate_hi"] = _interval(
+                reps, alpha, (0.0, 1.0))
         if fad_embedder is not None:
             clips = _embed(gen[:n_fad], fad_embedder)
             wc = _boot_weights(len(clips), n_boot, _set_rng(seed, f"fad {name}"))
@@ -415,7 +430,8 @@ def results_markdown(df: pd.DataFrame, title_lines: Sequence[str] = ()) -> str:
     if "sec_per_10k" in df.columns:
         lines.append("| seconds per 10k windows | ↓ | " +
                      " | ".join(_cell(df, s, "sec_per_10k") for s in sets) + " |")
-    lines += ["", "Cells: value [95% percentile-bootstrap interval, both sets resampled].", ""]
+    lines += ["", "Cells: value [95% bootstrap interval, both sets resampled, bias-corrected: "
+              "the replicates' mean shift is taken off both ends].", ""]
     lines.append(describe_results(df))
     return "\n".join(lines).rstrip() + "\n"
 

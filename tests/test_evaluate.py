@@ -108,6 +108,25 @@ def test_weighted_statistics_match_plain_metrics():
     assert abs(df.at["g", "w1_delta"] - M.wasserstein(gen[..., 2], ref[..., 2])) <= 5e-4
 
 
+def test_frechet_interval_is_centred_on_the_value_it_was_drawn_around():
+    # two sets from one distribution: resampling inflates the distance, so the plain
+    # percentile interval misses the value; the corrected one holds it and the spread
+    rng = np.random.default_rng(0)
+    n, d = 200, 20
+    x, y = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    wx = E._boot_weights(n, 200, E._set_rng(0, "x"))
+    wy = E._boot_weights(n, 200, E._set_rng(0, "y"))
+    reps = E._frechet_reps(x, np.arange(n), wx, y, np.arange(n), wy)
+    value, lo, hi = E._interval(reps, 0.05)
+    plain_lo, plain_hi = np.quantile(reps[1:], [0.025, 0.975])
+    assert value < plain_lo  # the flaw being corrected
+    assert lo < value < hi
+    assert hi - lo == pytest.approx(plain_hi - plain_lo)
+    # and the ends stay in the metric's range
+    assert E._interval(np.array([0.01, 0.5, 0.6, 0.7]), 0.05)[1] == 0.0
+    assert E._interval(np.array([0.99, 0.5, 0.6, 0.7]), 0.05, (0.0, 1.0))[2] == 1.0
+
+
 # --- evaluate_sets ------------------------------------------------------------------------
 
 
