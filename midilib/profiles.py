@@ -44,6 +44,9 @@ class VAEConfig:
     dec_fc: int = 32
     latent: int = 1024
     dropout: float = 0.5
+    # weight of the velocity/delta/duration MSE against the pitch cross-entropy; the
+    # original's 1 leaves timing cheap next to the KL term, so the code drops it
+    value_weight: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -69,11 +69,16 @@ def resolve_config(
     batch_size: int | None = None,
     max_minutes: float | None = None,
     precision: str | None = None,
+    value_weight: float | None = None,
 ) -> tuple[dict, TrainConfig]:
     """The fully resolved description of a training run and its TrainConfig."""
     prof = get_profile(profile)
+    if value_weight is not None and kind != "vae":
+        raise ValueError(f"--value-weight is a VAE setting, not one of {kind!r}")
+    if value_weight is not None and not value_weight > 0:
+        raise ValueError(f"--value-weight must be > 0, got {value_weight}")
     if kind == "vae":
-        model_cfg, train_cfg = asdict(prof.vae), prof.vae_train
+        model_cfg, train_cfg = asdict(override(prof.vae, value_weight=value_weight)), prof.vae_train
     elif kind == "ddpm":
         model_cfg = asdict(override(prof.diffusion, denoiser=denoiser, schedule=schedule))
         train_cfg = prof.diffusion_train
@@ -116,12 +121,14 @@ def train_model(
     batch_size: int | None = None,
     max_minutes: float | None = None,
     precision: str | None = None,
+    value_weight: float | None = None,
     reuse: bool = True,
     progress: bool = True,
 ) -> dict:
     """Train `kind` on DIR/windows.npz into RUN; returns metrics.json's content."""
     config, train_cfg = resolve_config(
-        kind, profile, data_dir, epochs, max_steps, denoiser, schedule, batch_size, max_minutes, precision
+        kind, profile, data_dir, epochs, max_steps, denoiser, schedule, batch_size, max_minutes, precision,
+        value_weight,
     )
     out = Path(out)
     full_config = {**config, "train": asdict(train_cfg), "seed": seed}

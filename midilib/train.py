@@ -254,11 +254,17 @@ def _identity(config: dict) -> dict:
 
 
 def normalized(config: dict) -> dict:
-    """A stored run config in today's terms: runs made before `precision` existed trained
-    under bf16 autocast on CUDA, which is what the missing field meant."""
-    if "train" not in config or "precision" in config["train"]:
-        return config
-    return {**config, "train": {**config["train"], "precision": "bf16"}}
+    """A stored run config in today's terms: fields added since mean what runs did before them.
+
+    Runs made before `precision` existed trained under bf16 autocast on CUDA; VAE runs
+    made before `value_weight` weighed the values' MSE by 1.
+    """
+    config = dict(config)
+    if "train" in config and "precision" not in config["train"]:
+        config["train"] = {**config["train"], "precision": "bf16"}
+    if isinstance(config.get("vae"), dict) and "value_weight" not in config["vae"]:
+        config["vae"] = {**config["vae"], "value_weight": 1.0}
+    return config
 
 
 def _append_log(path: Path, row: dict) -> None:

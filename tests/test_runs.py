@@ -18,6 +18,7 @@ import torch
 from midilib.cli import main
 from midilib.prepare import PrepareParams, prepare
 from midilib.runs import load_model, train_model
+from midilib.train import normalized
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,6 +115,14 @@ def test_runs_from_before_precision_are_still_reused(data_dir, tmp_path):
     assert config["train"].pop("precision") == "bf16"
     (run / "config.json").write_text(json.dumps(config))
     assert train_model("ddpm", data_dir, "smoke", run, epochs=1, progress=False) == first
+
+
+def test_configs_from_before_value_weight_mean_weight_1():
+    """A VAE config.json without vae.value_weight (older code) weighed the MSE by 1."""
+    old = {"model": "vae", "vae": {"latent": 16}, "train": {"precision": "fp32"}}
+    assert normalized(old)["vae"] == {"latent": 16, "value_weight": 1.0}
+    assert normalized(old)["train"] == {"precision": "fp32"} and old["vae"] == {"latent": 16}
+    assert normalized({"model": "ddpm", "ddpm": {}})["ddpm"] == {}
 
 
 @pytest.fixture(scope="module")

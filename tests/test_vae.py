@@ -1,5 +1,6 @@
 """The recurrent VAE: sizes, teacher forcing, generation, and that it learns on real windows."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,20 @@ def test_training_loss_contract():
     assert 0.0 <= logs["pitch_acc"] <= 1.0 and logs["kl"] >= 0.0
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_value_weight_scales_the_values_term_only():
+    batch = torch.from_numpy(random_windows(5))
+    terms = []
+    for weight in (1.0, 10.0):
+        torch.manual_seed(0)
+        model = build_vae(dataclasses.replace(TINY, value_weight=weight))
+        torch.manual_seed(1)
+        loss, logs = model.training_loss(batch, epoch=3)
+        terms.append((float(loss), float(logs["ce"]), float(logs["mse"]), float(logs["kl"])))
+    (l1, ce1, mse1, kl1), (l10, ce10, mse10, kl10) = terms
+    assert (ce1, mse1, kl1) == pytest.approx((ce10, mse10, kl10))
+    assert l10 - l1 == pytest.approx(9.0 * mse1, rel=1e-4)
 
 
 def test_forward_shapes():
@@ -183,6 +198,7 @@ def test_latent_walk():
     [
         (lambda m: build_vae(VAEConfig(latent=0)), "latent"),
         (lambda m: build_vae(VAEConfig(dropout=1.0)), "dropout"),
+        (lambda m: build_vae(VAEConfig(value_weight=0.0)), "value_weight"),
         (lambda m: build_vae(TINY, s_max=0.0), "s_max"),
         (lambda m: reconstruct(m, random_windows(2)[..., :3]), "shape"),
         (lambda m: reconstruct(m, random_windows(2) + [200, 0, 0, 0]), "0..127"),

@@ -173,7 +173,8 @@ class VAE(nn.Module):
         }
 
     def training_loss(self, batch: Tensor, epoch: int) -> tuple[Tensor, dict[str, Tensor | float]]:
-        """CE(pitch) + MSE(scaled values) + beta * KL, each summed per window, batch-averaged.
+        """CE(pitch) + value_weight * MSE(scaled values) + beta * KL, each summed per window,
+        batch-averaged (the log's "mse" is unweighted).
 
         The logs are detached 0-d tensors (no host sync per step; the trainer reads them once an epoch).
         """
@@ -187,7 +188,7 @@ class VAE(nn.Module):
         mse = F.mse_loss(out["values"], out["target_values"], reduction="sum") / n
         mu, logvar = out["mu"], out["logvar"]
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
-        loss = ce + mse + beta * kl
+        loss = ce + self.cfg.value_weight * mse + beta * kl
         acc = (out["pitch"] == out["target_pitch"]).float().mean()
         return loss, {
             "loss": loss.detach(),
@@ -206,6 +207,8 @@ def _check_config(cfg: VAEConfig, window: int, s_max: float, d_max: float) -> No
     for name in sizes:
         if getattr(cfg, name) < 1:
             raise ValueError(f"VAEConfig.{name} must be >= 1, got {getattr(cfg, name)!r}")
+    if not cfg.value_weight > 0.0:
+        raise ValueError(f"VAEConfig.value_weight must be > 0, got {cfg.value_weight!r}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"VAEConfig.dropout must be in [0, 1), got {cfg.dropout!r}")
     if window < 1:
