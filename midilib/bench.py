@@ -44,6 +44,27 @@ def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object
     return min(times), statistics.median(times), result
 
 
+def _timed_pair(
+    ours: Callable[[], object], baseline: Callable[[], object], repeats: int, warmup: bool = False
+) -> tuple[tuple[float, float, object], tuple[float, float, object]]:
+    """_timed of two ways, their repeats interleaved (baseline, ours, baseline, ...) so that a
+    machine's drift during the run falls on both alike; `warmup` runs each once untimed first
+    (lazy optimiser state, allocator growth, cuDNN autotuning)."""
+    if warmup:
+        baseline(), _sync(), ours(), _sync()
+    times: dict[str, list[float]] = {"ours": [], "baseline": []}
+    results: dict[str, object] = {}
+    for _ in range(repeats):
+        for name, fn in (("baseline", baseline), ("ours", ours)):
+            t0 = time.perf_counter()
+            results[name] = fn()
+            _sync()
+            times[name].append(time.perf_counter() - t0)
+    o, b = times["ours"], times["baseline"]
+    return ((min(o), statistics.median(o), results["ours"]),
+            (min(b), statistics.median(b), results["baseline"]))
+
+
 def _sync() -> None:
     import torch
 
@@ -82,8 +103,7 @@ def section_prepare(repeats: int) -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
             return prepare(root, tmp, PrepareParams(test_fraction=0.0), progress=False).train
 
-    b_min, b_med, base = _timed(baseline, repeats)
-    o_min, o_med, windows = _timed(ours, repeats)
+    (o_min, o_med, windows), (b_min, b_med, base) = _timed_pair(ours, baseline, repeats)
     if base.shape != windows.shape or not np.allclose(base, windows, atol=1e-4):
         raise AssertionError("prepare and the pretty_midi loop disagree")
     notes = len(windows) * windows.shape[1]
@@ -216,8 +236,7 @@ def _train_pair(model, opt, data, dataset, batch: int, steps: int, dev, repeats:
         for x in loader:
             train_step(model, opt, x.to(dev), 0, autocast, grad_clip)
 
-    o_min, o_med, _ = _timed(ours, repeats)
-    b_min, b_med, _ = _timed(original, repeats)
+    (o_min, o_med, _), (b_min, b_med, _) = _timed_pair(ours, original, repeats, warmup=True)
     return o_min, o_med, b_min, b_med
 
 
@@ -269,8 +288,8 @@ def section_generate(repeats: int) -> list[dict]:
                         for i, w in enumerate(fn(min(256, n - start), 256)):
                             write_midi(w, Path(tmp) / f"{start + i}.mid")
 
-                o_min, o_med, _ = _timed(lambda fn=fn, n=n: fn(n, batch), repeats)
-                b_min, b_med, _ = _timed(original, repeats)
+                (o_min, o_med, _), (b_min, b_med, _) = _timed_pair(
+                    lambda fn=fn, n=n: fn(n, batch), original, repeats)
                 b_min, b_med = b_min * 10_000 / n_orig, b_med * 10_000 / n_orig
                 o_min, o_med = o_min * 10_000 / n, o_med * 10_000 / n
                 label = f"{name} @ {profile}"
@@ -300,17 +319,19 @@ def section_audio(repeats: int, n: int = 200) -> list[dict]:
         render_windows(windows[:2], workers=1, progress=False)
     except (ImportError, OSError, RuntimeError) as exc:  # no libfluidsynth on this machine: say so
         return [_row("audio", f"skipped: {' '.join(str(exc).split())[:160]}", "", float("nan"), float("nan"))]
-    r1 = _timed(lambda: render_windows(windows, workers=1, progress=False), repeats)
-    ra = _timed(lambda: render_windows(windows, workers=None, progress=False), repeats)
+    ra, r1 = _timed_pair(lambda: render_windows(windows, workers=None, progress=False),
+                         lambda: render_windows(windows, workers=1, progress=False), repeats)
     rows.append(_row("audio", f"render {n} windows, 1 process", "clips/s", n / r1[0], n / r1[1]))
     rows.append(_row("audio", f"render {n} windows, {os.cpu_count()} processes", "clips/s", n / ra[0], n / ra[1],
                      ratio=r1[0] / ra[0]))
     threads = torch.get_num_threads()
+
+    def embed(n_threads: int) -> object:
+        torch.set_num_threads(n_threads)
+        return embed_windows(windows[:60], "musicnn", workers=1 if n_threads == 1 else None, progress=False)
+
     try:
-        torch.set_num_threads(1)
-        e1 = _timed(lambda: embed_windows(windows[:60], "musicnn", workers=1, progress=False), repeats)
-        torch.set_num_threads(threads)
-        ea = _timed(lambda: embed_windows(windows[:60], "musicnn", progress=False), repeats)
+        ea, e1 = _timed_pair(lambda: embed(threads), lambda: embed(1), repeats)
     except (FileNotFoundError, ValueError) as exc:  # no weights: say so in the table
         rows.append(_row("audio", f"musicnn embedding skipped: {exc}", "", float("nan"), float("nan")))
         return rows

@@ -3,7 +3,9 @@
 Files are parsed in a process pool (the fast parser by default), cut into
 windows, split 90/10 *by file* with a seeded shuffle, and written atomically.
 The output folder remembers the key of what produced it (parameters and every
-file's size and mtime), so a rerun with the same inputs costs nothing.
+file's size and mtime), so a rerun with the same inputs costs nothing, and a
+digest of the arrays (content.txt), which trained runs are keyed by: a fresh
+copy of the same corpus is prepared again but keeps its runs.
 """
 
 from __future__ import annotations
@@ -199,10 +201,12 @@ def prepare(
         return np.concatenate(file_ids[name]) if file_ids[name] else np.zeros(0, dtype=np.int32)
 
     train, test = stack("train"), stack("test")
+    arrays = {"train": train, "test": test, "train_file": ids("train"), "test_file": ids("test")}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "key.txt").unlink(missing_ok=True)  # a crash below must not leave a matching key
+    for stale in ("key.txt", "content.txt"):  # a crash below must not leave a matching key
+        (out / stale).unlink(missing_ok=True)
     buffer = io.BytesIO()
-    np.savez(buffer, train=train, test=test, train_file=ids("train"), test_file=ids("test"))
+    np.savez(buffer, **arrays)
     atomic_write(out / "windows.npz", buffer.getvalue())
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
@@ -211,8 +215,33 @@ def prepare(
     atomic_write(out / "manifest.csv", text.getvalue().encode())
     info = {"source": str(source), "root": str(root), "params": asdict(params)}
     atomic_write(out / "params.json", json.dumps(info, indent=1).encode())
+    atomic_write(out / "content.txt", content_key(arrays).encode())
     atomic_write(out / "key.txt", key.encode())
     return Prepared(out, train, test, manifest, reused=False)
+
+
+def content_key(arrays: dict[str, np.ndarray]) -> str:
+    """A digest of the prepared arrays themselves: what trained runs are keyed by.
+
+    key.txt keys the inputs by path, size and mtime, a cheap test for "prepare
+    again"; a fresh copy of the same corpus fails it, yet gives the same arrays,
+    so the runs trained on them stay valid.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{a.dtype.str}\0{a.shape}\n".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def data_key(folder: str | Path) -> str | None:
+    """The key a run records for its data: the arrays' digest (content.txt), or for folders
+    prepared before that existed, their input key (key.txt); None for a bare windows.npz."""
+    for name in ("content.txt", "key.txt"):
+        if (Path(folder) / name).exists():
+            return (Path(folder) / name).read_text()
+    return None
 
 
 def load_manifest(folder: str | Path) -> list[dict]:

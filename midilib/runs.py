@@ -22,7 +22,7 @@ from torch import nn
 from midilib import baselines, metrics
 from midilib.atomic import atomic_write
 from midilib.events import write_midi
-from midilib.prepare import load_windows
+from midilib.prepare import data_key, load_windows
 from midilib.profiles import DiffusionConfig, Profile, TrainConfig, VAEConfig, get_profile, override
 from midilib.train import fit, load_checkpoint, normalized, resolve_device, seed_everything
 
@@ -94,7 +94,7 @@ def resolve_config(
     train_cfg = override(train_cfg, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                          max_minutes=max_minutes, precision=precision)
     data_dir = Path(data_dir)
-    key = (data_dir / "key.txt").read_text() if (data_dir / "key.txt").exists() else None
+    key = data_key(data_dir)
     config = {
         "model": kind,
         "profile": prof.name,

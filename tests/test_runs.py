@@ -117,6 +117,38 @@ def test_runs_from_before_precision_are_still_reused(data_dir, tmp_path):
     assert train_model("ddpm", data_dir, "smoke", run, epochs=1, progress=False) == first
 
 
+def test_a_fresh_copy_of_the_corpus_keeps_its_runs(tmp_path):
+    """Copying a corpus changes every mtime: prepare runs again, the arrays come out the
+    same, and a run trained on them is reused (runs are keyed by the arrays' digest)."""
+    from midilib.corpus import DATA
+
+    source = DATA / "default-corpus"
+    if not (source / "corpus.json").exists():
+        pytest.skip("no embedded corpus (run make set-up)")
+    files = sorted(source.glob("*.mid"))[:10]
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        for i, f in enumerate(files):
+            (folder / f.name).write_bytes(f.read_bytes())
+            os.utime(folder / f.name, ns=(i, i + (folder == second)))  # the copy has other mtimes
+    data = tmp_path / "data"
+    prepare(first, data, PrepareParams(test_fraction=0.2), progress=False)
+    keys = ((data / "key.txt").read_text(), (data / "content.txt").read_text())
+    run = tmp_path / "run"
+    trained = train_model("vae", data, "smoke", run, epochs=1, progress=False)
+    stamp = (run / "checkpoint.pt").stat().st_mtime_ns
+    assert not prepare(second, data, PrepareParams(test_fraction=0.2), progress=False).reused
+    assert (data / "key.txt").read_text() != keys[0] and (data / "content.txt").read_text() == keys[1]
+    assert train_model("vae", data, "smoke", run, epochs=1, progress=False) == trained
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
+    # other arrays (another split) are other data: the run is trained again
+    prepare(second, data, PrepareParams(test_fraction=0.2, seed=1), progress=False)
+    assert (data / "content.txt").read_text() != keys[1]
+    train_model("vae", data, "smoke", run, epochs=1, progress=False)
+    assert (run / "checkpoint.pt").stat().st_mtime_ns != stamp
+
+
 def test_configs_from_before_value_weight_mean_weight_1():
     """A VAE config.json without vae.value_weight (older code) weighed the MSE by 1."""
     old = {"model": "vae", "vae": {"latent": 16}, "train": {"precision": "fp32"}}
