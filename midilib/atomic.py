@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> Path:
+def atomic_write(path: str | Path, data: bytes | memoryview | str) -> Path:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`.
 
     The temporary name is unique, so concurrent writers (a CLI run and a notebook) never clash.

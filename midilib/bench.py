@@ -1,7 +1,8 @@
 """`make bench`: measured speed and memory of every stage, side by side with the original's way.
 
 Every figure is the min and median of >= 3 repeats, each ratio measured in the
-same process against a baseline that works the way the original did. Each
+same process against a baseline that works the way the original did, their
+repeats interleaved so that the machine's drift falls on both alike. Each
 section runs in its own subprocess so that its peak memory (RSS; CUDA max
 allocated on a GPU) belongs to that stage alone. Results go to
 figures/bench.csv and figures/bench.md. Benchmarks are not tests: nothing

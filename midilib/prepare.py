@@ -207,7 +207,7 @@ def prepare(
         (out / stale).unlink(missing_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    atomic_write(out / "windows.npz", buffer.getvalue())
+    atomic_write(out / "windows.npz", buffer.getbuffer())  # a view: no second copy of the arrays
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -231,7 +231,7 @@ def content_key(arrays: dict[str, np.ndarray]) -> str:
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}\0{a.dtype.str}\0{a.shape}\n".encode())
-        digest.update(a.tobytes())
+        digest.update(a.data)  # the array's own buffer: hashing makes no copy
     return digest.hexdigest()
 
 
