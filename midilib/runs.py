@@ -75,7 +75,7 @@ def resolve_config(
     prof = get_profile(profile)
     if value_weight is not None and kind != "vae":
         raise ValueError(f"--value-weight is a VAE setting, not one of {kind!r}")
-    if value_weight is not None and not value_weight > 0:
+    if value_weight is not None and not 0 < value_weight < float("inf"):
         raise ValueError(f"--value-weight must be > 0, got {value_weight}")
     if kind == "vae":
         model_cfg, train_cfg = asdict(override(prof.vae, value_weight=value_weight)), prof.vae_train

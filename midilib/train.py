@@ -247,8 +247,9 @@ def _truncate_log(path: Path, epochs: int) -> None:
 
 
 def _identity(config: dict) -> dict:
-    """A run's config without its stopping rules: a resumed run may be extended."""
-    train = {k: v for k, v in normalized(config).get("train", {}).items()
+    """A run's config in today's terms, without its stopping rules: a resumed run may be extended."""
+    config = normalized(config)
+    train = {k: v for k, v in config.get("train", {}).items()
              if k not in ("epochs", "max_steps", "max_minutes")}
     return {**config, "train": train}
 

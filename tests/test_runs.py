@@ -149,6 +149,16 @@ def test_a_fresh_copy_of_the_corpus_keeps_its_runs(tmp_path):
     assert (run / "checkpoint.pt").stat().st_mtime_ns != stamp
 
 
+def test_a_vae_checkpoint_from_before_value_weight_can_be_resumed(data_dir, tmp_path):
+    run = tmp_path / "run"
+    train_model("vae", data_dir, "smoke", run, epochs=1, progress=False)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    del ckpt["config"]["vae"]["value_weight"]  # as older code wrote it
+    torch.save(ckpt, run / "checkpoint.pt")
+    result = train_model("vae", data_dir, "smoke", run, epochs=2, resume=True, progress=False)
+    assert result["final"]["epochs_done"] == 2
+
+
 def test_configs_from_before_value_weight_mean_weight_1():
     """A VAE config.json without vae.value_weight (older code) weighed the MSE by 1."""
     old = {"model": "vae", "vae": {"latent": 16}, "train": {"precision": "fp32"}}

@@ -199,6 +199,7 @@ def test_latent_walk():
         (lambda m: build_vae(VAEConfig(latent=0)), "latent"),
         (lambda m: build_vae(VAEConfig(dropout=1.0)), "dropout"),
         (lambda m: build_vae(VAEConfig(value_weight=0.0)), "value_weight"),
+        (lambda m: build_vae(VAEConfig(value_weight=float("inf"))), "value_weight"),
         (lambda m: build_vae(TINY, s_max=0.0), "s_max"),
         (lambda m: reconstruct(m, random_windows(2)[..., :3]), "shape"),
         (lambda m: reconstruct(m, random_windows(2) + [200, 0, 0, 0]), "0..127"),

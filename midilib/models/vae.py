@@ -207,8 +207,8 @@ def _check_config(cfg: VAEConfig, window: int, s_max: float, d_max: float) -> No
     for name in sizes:
         if getattr(cfg, name) < 1:
             raise ValueError(f"VAEConfig.{name} must be >= 1, got {getattr(cfg, name)!r}")
-    if not cfg.value_weight > 0.0:
-        raise ValueError(f"VAEConfig.value_weight must be > 0, got {cfg.value_weight!r}")
+    if not 0.0 < cfg.value_weight < float("inf"):
+        raise ValueError(f"VAEConfig.value_weight must be > 0 and finite, got {cfg.value_weight!r}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"VAEConfig.dropout must be in [0, 1), got {cfg.dropout!r}")
     if window < 1:
