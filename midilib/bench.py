@@ -35,13 +35,19 @@ SECTIONS = ("prepare", "scale", "train", "generate", "audio")
 PUBLISHED = {"VAE": 220.0, "DDPM-1000": 540.0, "DDIM-1000": 580.0}
 
 
+def _time_once(fn: Callable[[], object]) -> tuple[float, object]:
+    """Seconds of one call, its queued GPU work included, and its result."""
+    t0 = time.perf_counter()
+    result = fn()
+    _sync()
+    return time.perf_counter() - t0, result
+
+
 def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
     times, result = [], None
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        _sync()
-        times.append(time.perf_counter() - t0)
+        seconds, result = _time_once(fn)
+        times.append(seconds)
     return min(times), statistics.median(times), result
 
 
@@ -57,10 +63,8 @@ def _timed_pair(
     results: dict[str, object] = {}
     for _ in range(repeats):
         for name, fn in (("baseline", baseline), ("ours", ours)):
-            t0 = time.perf_counter()
-            results[name] = fn()
-            _sync()
-            times[name].append(time.perf_counter() - t0)
+            seconds, results[name] = _time_once(fn)
+            times[name].append(seconds)
     o, b = times["ours"], times["baseline"]
     return ((min(o), statistics.median(o), results["ours"]),
             (min(b), statistics.median(b), results["baseline"]))

@@ -76,7 +76,7 @@ def resolve_config(
     if value_weight is not None and kind != "vae":
         raise ValueError(f"--value-weight is a VAE setting, not one of {kind!r}")
     if value_weight is not None and not 0 < value_weight < float("inf"):
-        raise ValueError(f"--value-weight must be > 0, got {value_weight}")
+        raise ValueError(f"--value-weight must be > 0 and finite, got {value_weight}")
     if kind == "vae":
         model_cfg, train_cfg = asdict(override(prof.vae, value_weight=value_weight)), prof.vae_train
     elif kind == "ddpm":
@@ -156,9 +156,9 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def load_model(run: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """The trained model of a run folder (eval mode) and its config."""
+    """The trained model of a run folder (eval mode) and its config, in today's terms (`normalized`)."""
     ckpt = load_checkpoint(run)
-    config = ckpt["config"]
+    config = normalized(ckpt["config"])
     model = build_model(config["model"], config[config["model"]], config["data_params"])
     model.load_state_dict(ckpt["model"])
     return model.to(resolve_device(device)).eval(), config
@@ -243,7 +243,7 @@ def generate(
             steps = 50
         scheduler = make_scheduler(model, kind, steps, eta=eta)
         samples = diffusion_sample(model, scheduler, n, batch_size=batch_size, seed=seed,
-                                   progress=progress, precision=config.get("train", {}).get("precision", "bf16"))
+                                   progress=progress, precision=config["train"]["precision"])
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

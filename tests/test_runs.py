@@ -159,6 +159,18 @@ def test_a_vae_checkpoint_from_before_value_weight_can_be_resumed(data_dir, tmp_
     assert result["final"]["epochs_done"] == 2
 
 
+@pytest.mark.parametrize("kind, weight, match", [
+    ("vae", 0.0, "--value-weight must be > 0 and finite"),
+    ("vae", float("inf"), "--value-weight must be > 0 and finite"),
+    ("ddpm", 10.0, "--value-weight is a VAE setting"),
+])
+def test_a_bad_value_weight_fails_before_anything_is_written(data_dir, tmp_path, kind, weight, match):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=match):
+        train_model(kind, data_dir, "smoke", run, epochs=1, value_weight=weight, progress=False)
+    assert not run.exists()
+
+
 def test_configs_from_before_value_weight_mean_weight_1():
     """A VAE config.json without vae.value_weight (older code) weighed the MSE by 1."""
     old = {"model": "vae", "vae": {"latent": 16}, "train": {"precision": "fp32"}}
