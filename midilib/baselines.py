@@ -1,8 +1,12 @@
-"""Reconstruction baselines, so that a model's accuracy figures mean something.
+"""Baselines, so that a model's figures mean something.
 
-`most_common_pitch` is what a model gets by ignoring its input; `nearest_neighbour`
-is what it gets by memorising the training set. A VAE worth its latent beats the
-first by far and should be compared honestly with the second.
+Reconstruction: `most_common_pitch` is what a model gets by ignoring its input;
+`nearest_neighbour` is what it gets by memorising the training set. A VAE worth
+its latent beats the first by far and should be compared honestly with the second.
+
+Generation: `uniform_random_windows` knows nothing; `independent_marginals_windows`
+knows every channel's distribution and nothing of how notes relate. The
+evaluation puts both in every table as calibration rows.
 """
 
 from __future__ import annotations
@@ -77,3 +81,35 @@ def nearest_neighbour(
         dist = torch.cdist(ftest[i : i + batch], ftrain)
         index[i : i + batch] = dist.argmin(1).numpy()
     return train[index].copy()
+
+
+def uniform_random_windows(
+    n: int, seed: int = 0, s_max: float = 2.0, d_max: float = 2.0, window: int = 8
+) -> np.ndarray:
+    """Every channel uniform over its valid range: the know-nothing baseline."""
+    if n < 1 or window < 1:
+        raise ValueError(f"n and window must be >= 1, got {n}, {window}")
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, window, 4), dtype=np.float32)
+    out[..., PITCH] = rng.integers(0, 128, (n, window))
+    out[..., VELOCITY] = rng.uniform(0.0, 1.0, (n, window))
+    out[..., DELTA] = rng.uniform(0.0, s_max, (n, window))
+    out[..., DURATION] = rng.uniform(0.0, d_max, (n, window))
+    return out
+
+
+def independent_marginals_windows(train_windows: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Each channel of each note drawn independently from the training marginal.
+
+    Right pitch, dynamics and rhythm distributions with no relation between
+    notes or channels: a model must beat this to have learnt any structure.
+    """
+    train = _check_windows("train_windows", train_windows)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    pool = train.reshape(-1, 4)
+    out = np.empty((n, train.shape[1], 4), dtype=np.float32)
+    for c in range(4):
+        out[..., c] = pool[rng.integers(0, len(pool), (n, train.shape[1])), c]
+    return out

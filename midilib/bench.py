@@ -106,7 +106,7 @@ def section_prepare(repeats: int) -> list[dict]:
 
     def ours() -> np.ndarray:
         with tempfile.TemporaryDirectory() as tmp:
-            return prepare(root, tmp, PrepareParams(test_fraction=0.0), progress=False).train
+            return prepare(root, tmp, PrepareParams(test_fraction=0.0, valid_fraction=0.0), progress=False).train
 
     (o_min, o_med, windows), (b_min, b_med, base) = _timed_pair(ours, baseline, repeats)
     if base.shape != windows.shape or not np.allclose(base, windows, atol=1e-4):
@@ -135,7 +135,7 @@ def section_scale(repeats: int) -> list[dict]:
                 for f in files:
                     (folder / f.name).symlink_to(f)
             code = ("import resource, sys, time; from midilib.prepare import prepare, PrepareParams; "
-                    "t = time.perf_counter(); r = prepare(sys.argv[1], sys.argv[2], PrepareParams(test_fraction=0.0), progress=False); "
+                    "t = time.perf_counter(); r = prepare(sys.argv[1], sys.argv[2], PrepareParams(test_fraction=0.0, valid_fraction=0.0), progress=False); "
                     "print(time.perf_counter() - t, len(r.train), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
             times, peaks = [], []
             for i in range(repeats):

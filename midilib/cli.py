@@ -7,10 +7,15 @@ ends as one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 
 class CliError(Exception):
@@ -25,6 +30,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         s_max=args.s_max,
         d_max=args.d_max,
         test_fraction=args.test_fraction,
+        valid_fraction=args.valid_fraction,
         seed=args.seed,
         parser=args.parser,
         max_files=args.max_files,
@@ -49,7 +55,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     final = result["final"]
     line = f"{args.model}: {result['parameters']:,} parameters; epoch {final.get('epoch')} loss {final.get('loss', float('nan')):.4f}"
     for row in result.get("reconstruction", [])[:1]:
-        line += f"; test pitch accuracy {row['pitch_accuracy']:.3f}, note IoU {row['note_iou']:.3f}"
+        line += (f"; {result.get('reconstruction_split', 'test')} pitch accuracy "
+                 f"{row['pitch_accuracy']:.3f}, note IoU {row['note_iou']:.3f}")
     print(line + f" -> {args.out}")
     return 0
 
@@ -67,11 +74,126 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from midilib.evaluate import run_evaluation
+# --- evaluate: sample files in, a results table out -----------------------------------
 
-    embedder = None if args.embedder == "none" else args.embedder
-    df = run_evaluation(args.reference, args.samples, args.out, embedder=embedder, n=args.n,
+
+def _parse_spec(spec: str) -> tuple[str, Path, str]:
+    """NAME=PATH[:split] -> (name, path, array key); the key defaults to "samples"."""
+    name, sep, rest = spec.partition("=")
+    name = name.strip()
+    if not sep or not name or not rest:
+        raise ValueError(f"sample spec {spec!r} is not NAME=PATH[:split]")
+    path, key = Path(rest), "samples"
+    if not path.exists() and ":" in rest:
+        head, _, key = rest.rpartition(":")
+        path = Path(head)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such samples file (from {spec!r})")
+    return name, path, key
+
+
+def load_samples(spec: str) -> tuple[str, np.ndarray]:
+    """Parse NAME=PATH[:split] into (name, windows).
+
+    PATH is a samples.npz (array "samples") or a windows.npz, with the array
+    named after the colon (PATH:train). Errors are one-line ValueError /
+    FileNotFoundError messages.
+    """
+    name, path, key = _parse_spec(spec)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a readable .npz file (not a zip archive)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if key not in npz.files:
+                have = ", ".join(npz.files) or "none"
+                raise ValueError(f"{path}: no array {key!r} (has: {have})")
+            windows = np.asarray(npz[key], dtype=np.float32)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    if windows.ndim != 3 or windows.shape[-1] != 4 or len(windows) == 0:
+        raise ValueError(f"{path}:{key} has shape {windows.shape}; expected (n, window, 4)")
+    return name, windows
+
+
+def _seconds_per_10k(spec: str) -> float | None:
+    """The optional scalar "seconds_per_10k" stored beside the samples."""
+    _, path, _ = _parse_spec(spec)
+    with np.load(path, allow_pickle=False) as npz:
+        return float(npz["seconds_per_10k"]) if "seconds_per_10k" in npz.files else None
+
+
+def run_evaluation(
+    reference_dir: str | Path,
+    sample_specs: Sequence[str],
+    out_dir: str | Path,
+    embedder: str | Sequence[str] | None = None,
+    n: int = 10_000,
+    seed: int = 0,
+    n_boot: int = 1000,
+    *,
+    n_fad: int | None = None,
+    title_lines: Sequence[str] = (),
+    s_max: float | None = None,
+    d_max: float | None = None,
+    embed_cache: str | Path | None = None,
+) -> pd.DataFrame:
+    """The whole protocol: reference from windows.npz's test split (intervals by its files),
+    sets, table, files.
+
+    Sets bigger than n are randomly subsampled to n; `n` also caps the windows
+    embedded for FAD. A samples file may carry a scalar "seconds_per_10k" array,
+    which becomes the timing column. The clips s_max/d_max default to the ones
+    the reference was prepared with (its params.json), else 2 s.
+    """
+    from midilib import evaluate as E
+    from midilib.report import machine_line, write_results
+
+    params_path = Path(reference_dir) / "params.json"
+    prepared = json.loads(params_path.read_text())["params"] if params_path.is_file() else {}
+    s_max = s_max if s_max is not None else prepared.get("s_max", 2.0)
+    d_max = d_max if d_max is not None else prepared.get("d_max", 2.0)
+    npz_path = Path(reference_dir) / "windows.npz"
+    if not npz_path.is_file():
+        raise FileNotFoundError(f"{npz_path}: no such file (run the data pipeline first)")
+    with np.load(npz_path, allow_pickle=False) as npz:
+        missing = [k for k in ("train", "test") if k not in npz.files]
+        if missing:
+            raise ValueError(f"{npz_path}: missing array(s) {', '.join(missing)}")
+        train, test = npz["train"], npz["test"]
+        train_file = npz["train_file"] if "train_file" in npz.files else None
+        test_file = npz["test_file"] if "test_file" in npz.files else None
+    reference, ref_groups = E.reference_set(test, test_file, min(n, len(test)), seed, s_max, d_max)
+    sets: dict[str, np.ndarray] = {}
+    timings: dict[str, float] = {}
+    for spec in sample_specs:
+        name, windows = load_samples(spec)
+        if name in sets:
+            raise ValueError(f"set name {name!r} given twice")
+        if len(windows) > n:
+            windows = E._sample(windows, n, E._set_rng(seed, f"subsample {name}"))
+        sets[name] = windows
+        seconds = _seconds_per_10k(spec)
+        if seconds is not None:
+            timings[name] = seconds
+    df = E.evaluate_sets(reference, sets, train, n_boot, seed, embedder, timings or None,
+                         reference_groups=ref_groups, train_groups=train_file,
+                         n_fad=n_fad or n, embed_cache=embed_cache, s_max=s_max, d_max=d_max)
+    pieces = len(np.unique(ref_groups)) if ref_groups is not None else len(reference)
+    embedders = [embedder] if isinstance(embedder, str) else list(embedder or [])
+    lines = [
+        *title_lines,
+        f"Reference: {len(reference)} of {len(test)} test windows of {npz_path} from {pieces} pieces "
+        f"(seed {seed}); floor and baselines from {len(train)} training windows",
+        f"Bootstrap: {n_boot} replicates" + (f"; FAD embedders: {', '.join(embedders)}" if embedders else ""),
+        machine_line(),
+    ]
+    write_results(df, out_dir, lines)
+    return df
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    embedders = [e for e in args.embedder.split(",") if e and e != "none"]
+    df = run_evaluation(args.reference, args.samples, args.out, embedder=embedders or None, n=args.n,
                         seed=args.seed, n_boot=args.n_boot)
     print(f"{len(df)} rows -> {args.out}/results.csv, {args.out}/results.md")
     return 0
@@ -95,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=8)
     p.add_argument("--s-max", type=float, default=2.0, help="clip of the onset gap (s)")
     p.add_argument("--d-max", type=float, default=2.0, help="clip of the duration (s)")
-    p.add_argument("--test-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.1, help="share of files (whole pieces) in test")
+    p.add_argument("--valid-fraction", type=float, default=0.1,
+                   help="share of files (whole pieces) in valid, where choices are made (0 allowed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--parser", choices=("fast", "pretty_midi"), default="fast")
@@ -138,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", required=True, help="a prepared folder (its test split is the reference)")
     p.add_argument("--samples", nargs="+", required=True, metavar="NAME=PATH[:split]")
     p.add_argument("--out", required=True)
-    p.add_argument("--embedder", default="musicnn", help="FAD embedder (musicnn, musicnn-mtt, basic-pitch, vggish, none)")
-    p.add_argument("--n", type=int, default=10_000, help="windows per set")
+    p.add_argument("--embedder", default="musicnn",
+                   help="FAD embedder(s), comma-separated, the first one's columns unsuffixed "
+                        "(musicnn, musicnn-mtt, basic-pitch, vggish; none)")
+    p.add_argument("--n", type=int, default=10_000, help="windows per set, for every metric (FAD included)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     return parser

@@ -3,10 +3,8 @@
 The original study compared generated windows with the first 10k TRAINING
 windows (about 22 pieces), unclamped, with no interval. Here the reference is
 a random sample of TEST windows across all test files; every set (reference
-included) is clipped to the valid ranges the same way; each row gets
-bootstrap 95% intervals (both sets resampled, corrected for the shift
-that resampling itself gives a distance; see _interval); and three calibration rows say
-what "good" and "bad" look like:
+included) is clipped to the valid ranges the same way; and three calibration
+rows say what "good" and "bad" look like:
 
 - "floor (train vs test)": fresh training windows; real music the model could
   at best imitate, so no model should be expected to beat it;
@@ -14,30 +12,34 @@ what "good" and "bad" look like:
   the training marginals; right notes and rhythms, no structure;
 - "baseline: uniform": every channel uniform over its valid range.
 
-The bootstrap is vectorised: a replicate is a vector of multinomial counts
-per window, so histograms are `counts @ per-window-histograms`, Wasserstein
-distances are signed cumulative sums over presorted pooled values, and
-Gaussian statistics are weighted moments.
+Columns, and how each cell's interval is made (midilib.intervals):
+
+- distances at the stated n (overlaps, Wasserstein, pitch-class TV, fmd, fad):
+  a multinomial bootstrap over units (pieces of real sets, windows of
+  generated ones), its spread placed around the value;
+- `fmd_inf`, `fad_inf` (and `fad_inf_<embedder>` for further embedders): FD∞,
+  the Fréchet distance extrapolated to infinitely many windows
+  (midilib.frechet), with a split-half interval over units;
+- per-set musicality (`scale_consistency`, `pitch_class_entropy`,
+  `ioi_entropy`) and `copy_rate`: means over windows with a jackknife-t
+  interval over units. For these, closer to the floor is better.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import zipfile
 import zlib
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse
 
+from midilib import intervals as I
 from midilib import metrics as M
-from midilib.atomic import atomic_write
+from midilib.baselines import independent_marginals_windows, uniform_random_windows
 from midilib.events import DELTA, DURATION, PITCH, VELOCITY
+from midilib.frechet import fast_frechet, frechet_inf
 
 FLOOR = "floor (train vs test)"
 UNIFORM = "baseline: uniform"
@@ -50,21 +52,55 @@ WINDOW_STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "polyphony": M.polyphony,
     "mean_abs_interval": M.mean_abs_interval,
 }
-# column -> (True if higher is better, what it measures)
-METRICS: dict[str, tuple[bool, str]] = {
+# per-window musicality, reported per set (mean over windows); s_max is bound at call time
+MUSICALITY: dict[str, Callable[..., np.ndarray]] = {
+    "scale_consistency": lambda w, s_max: M.scale_consistency(w),
+    "pitch_class_entropy": lambda w, s_max: M.pitch_class_entropy(w),
+    "ioi_entropy": lambda w, s_max: M.ioi_entropy(w, s_max),
+}
+# column -> (True if higher is better, False if lower is, None if closer to the floor is; meaning)
+METRICS: dict[str, tuple[bool | None, str]] = {
     **{f"overlap_{c}": (True, f"{c} histogram overlap") for c in CHANNELS},
     **{f"w1_{c}": (False, f"{c} Wasserstein-1") for c in CHANNELS},
-    "pitch_class_tv": (False, "pitch-class histogram total variation"),
+    "pitch_class_tv": (False, "corpus-wide pitch-class histogram, total variation"),
     **{f"w1_{s}": (False, f"{s.replace('_', ' ')} (per window) Wasserstein-1") for s in WINDOW_STATS},
-    "fmd": (False, "Frechet distance of window features (z-scored)"),
+    "scale_consistency": (None, "share of a window's notes in its best diatonic scale"),
+    "pitch_class_entropy": (None, "entropy (bits) of a window's pitch classes"),
+    "ioi_entropy": (None, "entropy (bits) of a window's inter-onset intervals, log grid"),
+    "fmd": (False, "Frechet distance of window features (z-scored), at n"),
+    "fmd_inf": (False, "FD-infinity of window features (z-scored)"),
     "copy_rate": (False, "share of windows copying a training window"),
-    "fad": (False, "Frechet audio distance"),
+    "fad": (False, "Frechet audio distance at n"),
+    "fad_inf": (False, "FD-infinity of audio embeddings"),
 }
 # Wasserstein distances of channels are taken on values rounded to what a MIDI
 # file holds anyway (integer pitch, 1/127 velocity steps, 1 ms), which moves
 # them by at most half a step and keeps the bootstrap fast.
 QUANTUM = {PITCH: 1.0, VELOCITY: 1.0 / 127.0, DELTA: 1e-3, DURATION: 1e-3}
-START_MARKER, END_MARKER = "<!-- results:start -->", "<!-- results:end -->"
+N_SPLITS = 10  # half-splits per FD∞ interval (20 replicates)
+
+
+def embedder_slug(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def metric_info(column: str) -> tuple[bool | None, str]:
+    """(direction, meaning) of a metric column, the per-embedder FAD columns included."""
+    if column in METRICS:
+        return METRICS[column]
+    for stem in ("fad_inf_", "fad_"):
+        if column.startswith(stem):
+            base = METRICS[stem[:-1]]
+            return base[0], f"{base[1]} ({column[len(stem):]})"
+    raise KeyError(column)
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """The metric columns of a results table, in METRICS order, then the extra embedders'."""
+    ordered = [m for m in METRICS if m in df.columns]
+    extra = [c for c in df.columns if c.startswith("fad_") and c not in METRICS
+             and not c.endswith(("_lo", "_hi"))]
+    return ordered + sorted(extra, key=lambda c: (not c.startswith("fad_inf"), c))
 
 
 # --- sets ---------------------------------------------------------------------
@@ -93,73 +129,41 @@ def clip_windows(windows: np.ndarray, s_max: float = 2.0, d_max: float = 2.0) ->
     return out
 
 
-def _sample(windows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def _sample_index(total: int, n: int, rng: np.random.Generator) -> np.ndarray:
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if len(windows) == 0:
+    if total == 0:
         raise ValueError("cannot sample from an empty set of windows")
-    idx = rng.choice(len(windows), size=n, replace=n > len(windows))
-    return np.asarray(windows)[idx]
+    return rng.choice(total, size=n, replace=n > total)
+
+
+def _sample(windows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.asarray(windows)[_sample_index(len(windows), n, rng)]
 
 
 def reference_windows(
     test_windows: np.ndarray, n: int, seed: int = 0, s_max: float = 2.0, d_max: float = 2.0
 ) -> np.ndarray:
     """n random test windows (without replacement when there are enough), clipped."""
-    return clip_windows(_sample(test_windows, n, np.random.default_rng(seed)), s_max, d_max)
+    return reference_set(test_windows, None, n, seed, s_max, d_max)[0]
 
 
-def uniform_random_windows(
-    n: int, seed: int = 0, s_max: float = 2.0, d_max: float = 2.0, window: int = 8
-) -> np.ndarray:
-    """Every channel uniform over its valid range: the know-nothing baseline."""
-    if n < 1 or window < 1:
-        raise ValueError(f"n and window must be >= 1, got {n}, {window}")
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, window, 4), dtype=np.float32)
-    out[..., PITCH] = rng.integers(0, 128, (n, window))
-    out[..., VELOCITY] = rng.uniform(0.0, 1.0, (n, window))
-    out[..., DELTA] = rng.uniform(0.0, s_max, (n, window))
-    out[..., DURATION] = rng.uniform(0.0, d_max, (n, window))
-    return out
+def reference_set(
+    windows: np.ndarray, groups: np.ndarray | None, n: int, seed: int = 0,
+    s_max: float = 2.0, d_max: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(n random windows, clipped; their piece ids): what reference_windows draws, with groups."""
+    idx = _sample_index(len(windows), n, np.random.default_rng(seed))
+    picked = clip_windows(np.asarray(windows)[idx], s_max, d_max)
+    return picked, None if groups is None else np.asarray(groups)[idx]
 
 
-def independent_marginals_windows(
-    train_windows: np.ndarray, n: int, seed: int = 0
-) -> np.ndarray:
-    """Each channel of each note drawn independently from the training marginal.
-
-    Right pitch, dynamics and rhythm distributions with no relation between
-    notes or channels: a model must beat this to have learnt any structure.
-    """
-    train = M._check_windows(train_windows, "train_windows")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    rng = np.random.default_rng(seed)
-    pool = train.reshape(-1, 4)
-    out = np.empty((n, train.shape[1], 4), dtype=np.float32)
-    for c in range(4):
-        out[..., c] = pool[rng.integers(0, len(pool), (n, train.shape[1])), c]
-    return out
-
-
-# --- vectorised bootstrap -------------------------------------------------------
+# --- the reference ----------------------------------------------------------------
 
 
 def _set_rng(seed: int, name: str) -> np.random.Generator:
     """A generator per (seed, set name): rows do not depend on the order of sets."""
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
-
-
-def _boot_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(1 + n_boot, n) float32 multinomial counts; row 0 is all ones (the point estimate)."""
-    out = np.ones((1 + n_boot, n), dtype=np.float32)
-    chunk = max(1, 4_000_000 // n)
-    for s in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - s)
-        flat = rng.integers(0, n, (b, n)) + (np.arange(b) * n)[:, None]
-        out[1 + s : 1 + s + b] = np.bincount(flat.ravel(), minlength=b * n).reshape(b, n)
-    return out
 
 
 def _hist_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -214,55 +218,49 @@ def _weighted_gaussian(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.nda
     return mu, sigma
 
 
-def _frechet_reps(
-    xg: np.ndarray, owner_g: np.ndarray, wg: np.ndarray,
-    xr: np.ndarray, owner_r: np.ndarray, wr: np.ndarray,
-) -> np.ndarray:
-    """Frechet distance per replicate; rows of x belong to resampled units via owner."""
-    out = np.empty(len(wg))
-    for b in range(len(wg)):
-        stats_g = _weighted_gaussian(xg, wg[b, owner_g].astype(np.float64))
-        stats_r = _weighted_gaussian(xr, wr[b, owner_r].astype(np.float64))
-        out[b] = M.frechet_distance(*stats_g, *stats_r)
-    return out
+def _frechet_reps(xg: np.ndarray, wg: np.ndarray, xr: np.ndarray, wr: np.ndarray) -> np.ndarray:
+    """Frechet distance per bootstrap replicate (rows of the weight matrices)."""
+    return np.array([fast_frechet(*_weighted_gaussian(xg, wg[b].astype(np.float64)),
+                                  *_weighted_gaussian(xr, wr[b].astype(np.float64)))
+                     for b in range(len(wg))])
+
+
+def _fd_inf_row(
+    column: str, xg: np.ndarray, ug: np.ndarray, xr: np.ndarray, ur: np.ndarray,
+    rng: np.random.Generator, alpha: float,
+) -> dict[str, float]:
+    """FD∞ of one set against the reference with its split-half interval; subsets by unit."""
+    if min(ug.max(), ur.max()) + 1 < 4:
+        return {column: np.nan, f"{column}_lo": np.nan, f"{column}_hi": np.nan}
+    value = frechet_inf(xg, ug, xr, ur, rng)
+
+    def statistic(ia: np.ndarray, ib: np.ndarray) -> float:
+        return frechet_inf(xg[ia], ug[ia], xr[ib], ur[ib], rng)
+
+    value, low, high = I.split_half_interval(statistic, ug, ur, value, N_SPLITS, alpha, rng)
+    return {column: value, f"{column}_lo": low, f"{column}_hi": high}
 
 
 class _Reference:
     """Everything about the reference set that every row reuses."""
 
-    def __init__(self, windows: np.ndarray, n_boot: int, seed: int, s_max: float, d_max: float):
-        self.windows = windows
+    def __init__(self, windows: np.ndarray, unit: np.ndarray, n_boot: int, seed: int,
+                 s_max: float, d_max: float):
+        self.windows, self.unit = windows, unit
         self.edges = M.channel_edges(s_max, d_max)
-        self.weights = _boot_weights(len(windows), n_boot, _set_rng(seed, "reference"))
+        self.weights = I.weighted_reps(unit, n_boot, _set_rng(seed, "reference"))
         self.quantised = {c: np.rint(windows[..., i] / QUANTUM[i]) * QUANTUM[i]
                           for c, i in CHANNELS.items()}
         self.hists = {c: _hist_counts(windows[..., i], self.edges[i]) for c, i in CHANNELS.items()}
         self.pc = _hist_counts(np.rint(windows[..., PITCH]) % 12, np.arange(13) - 0.5)
         self.stats = {s: f(windows) for s, f in WINDOW_STATS.items()}
         self.features = M.window_features(windows)
-        self.fad_clips: list[np.ndarray] | None = None
-        self.fad_weights: np.ndarray | None = None
-
-
-def _interval(
-    reps: np.ndarray, alpha: float, bounds: tuple[float, float] = (0.0, np.inf)
-) -> tuple[float, float, float]:
-    """Point value and a bias-corrected percentile interval from (1 + n_boot,) replicates.
-
-    A resample of n windows holds only ~63% distinct ones, so a distance between
-    two resampled sets is inflated: for Frechet distances of 200 clips the plain
-    percentile interval lay wholly above the value it was drawn around (FAD
-    0.661 [0.910, 1.462]). The bootstrap's own estimate of that shift, the mean
-    of the replicates minus the value, is taken off both ends, which keeps the
-    spread and centres it on the value; ends are clipped to the metric's range.
-    """
-    value, boots = float(reps[0]), reps[1:]
-    low, high = np.quantile(boots, [alpha / 2.0, 1.0 - alpha / 2.0]) - (boots.mean() - value)
-    return value, float(np.clip(low, *bounds)), float(np.clip(high, *bounds))
+        self.vectors: dict[str, np.ndarray] = {}  # embedder -> (n_fad, d)
 
 
 def _symbolic_row(
-    gen: np.ndarray, ref: _Reference, wg: np.ndarray, alpha: float
+    gen: np.ndarray, ug: np.ndarray, ref: _Reference, wg: np.ndarray, alpha: float,
+    rng: np.random.Generator, s_max: float,
 ) -> dict[str, float]:
     """All symbolic metrics of one set with their intervals."""
     wr = ref.weights
@@ -280,37 +278,34 @@ def _symbolic_row(
         reps[f"w1_{s}"] = _weighted_w1(f(gen)[:, None], ref.stats[s][:, None], wg, wr)
     fg = M.standardise(M.window_features(gen), ref.features)
     fr = M.standardise(ref.features, ref.features)
-    reps["fmd"] = _frechet_reps(fg, np.arange(len(fg)), wg, fr, np.arange(len(fr)), wr)
+    reps["fmd"] = _frechet_reps(fg, wg, fr, wr)
     row: dict[str, float] = {}
     for name, r in reps.items():
         bounds = (0.0, 1.0) if METRICS[name][0] else (0.0, np.inf)  # overlaps are shares
-        row[name], row[f"{name}_lo"], row[f"{name}_hi"] = _interval(r, alpha, bounds)
+        row[name], row[f"{name}_lo"], row[f"{name}_hi"] = I.shifted_interval(r, alpha, bounds)
+    for name, f in MUSICALITY.items():
+        row[name], row[f"{name}_lo"], row[f"{name}_hi"] = I.mean_interval(f(gen, s_max), ug, alpha)
+    row.update(_fd_inf_row("fmd_inf", fg, ug, fr, ref.unit, rng, alpha))
     return row
 
 
-def _embed(windows: np.ndarray, embedder: str) -> list[np.ndarray]:
-    try:
-        from midilib.fad import embed_windows
-    except ImportError as exc:
-        raise ValueError(
-            f"fad_embedder={embedder!r} needs midilib.fad ({exc}); pass fad_embedder=None to skip FAD"
-        ) from None
-    clips = [np.asarray(c, dtype=np.float64) for c in embed_windows(windows, embedder)]
-    if not clips or any(c.ndim != 2 or len(c) == 0 for c in clips):
-        raise ValueError("midilib.fad.embed_windows must return non-empty (frames, d) arrays")
-    return clips
-
-
-def _fad_row(
-    clips: list[np.ndarray], ref: _Reference, wc: np.ndarray, alpha: float
+def _audio_rows(
+    vectors: dict[str, np.ndarray], ug: np.ndarray, ref: _Reference, wg: np.ndarray,
+    embedders: Sequence[str], alpha: float, rng: np.random.Generator,
 ) -> dict[str, float]:
-    """FAD with an interval from resampling clips of both sets."""
-    assert ref.fad_clips is not None and ref.fad_weights is not None
-    xg, xr = np.concatenate(clips), np.concatenate(ref.fad_clips)
-    og = np.repeat(np.arange(len(clips)), [len(c) for c in clips])
-    orf = np.repeat(np.arange(len(ref.fad_clips)), [len(c) for c in ref.fad_clips])
-    value, low, high = _interval(_frechet_reps(xg, og, wc, xr, orf, ref.fad_weights), alpha)
-    return {"fad": value, "fad_lo": low, "fad_hi": high}
+    """fad (at n) and fad_inf per embedder; the first embedder's columns carry no suffix."""
+    row: dict[str, float] = {}
+    n = len(next(iter(vectors.values())))
+    ur, wr = ref.unit[: len(ref.vectors[embedders[0]])], ref.weights[:, : len(ref.vectors[embedders[0]])]
+    for i, e in enumerate(embedders):
+        suffix = "" if i == 0 else f"_{embedder_slug(e)}"
+        xg, xr = vectors[e].astype(np.float64), ref.vectors[e].astype(np.float64)
+        reps = _frechet_reps(xg, wg[:, :n], xr, wr)
+        value, low, high = I.shifted_interval(reps, alpha)
+        row.update({f"fad{suffix}": value, f"fad{suffix}_lo": low, f"fad{suffix}_hi": high})
+        row.update(_fd_inf_row(f"fad_inf{suffix}", xg, I.units(ug[:n], n), xr,
+                               I.units(ur, len(ur)), rng, alpha))
+    return row
 
 
 def evaluate_sets(
@@ -319,23 +314,31 @@ def evaluate_sets(
     train: np.ndarray | None = None,
     n_boot: int = 1000,
     seed: int = 0,
-    fad_embedder: str | None = "musicnn",
+    fad_embedder: str | Sequence[str] | None = "musicnn",
     timings: dict[str, float] | None = None,
     *,
+    reference_groups: np.ndarray | None = None,
+    train_groups: np.ndarray | None = None,
     n_fad: int | None = None,
+    embed_cache: str | Path | None = None,
     copy_tol: float = 0.01,
     s_max: float = 2.0,
     d_max: float = 2.0,
     alpha: float = 0.05,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """One row per set (index "set") of metrics against the reference, with _lo/_hi bounds.
 
     With `train`, the calibration rows (floor, marginals, uniform; as many
     windows as the reference) are added and copy_rate is computed; the floor's
     copy_rate is the reference's own rate against train (how often unseen
-    real music repeats a training window). FAD uses the first n_fad windows of
-    each set (default: all). `timings` maps set names to seconds per 10k
-    generated windows. Every set is clipped with clip_windows first.
+    real music repeats a training window). `reference_groups`/`train_groups`
+    give each window's piece, so that intervals resample pieces (without them
+    every window counts as its own piece). Audio metrics use the first n_fad
+    windows of each set (default: all) under each embedder in `fad_embedder`
+    (a name or a list; the first one's columns are `fad`/`fad_inf`, the others'
+    `fad_<name>`/`fad_inf_<name>`), cached under `embed_cache`. `timings` maps
+    set names to seconds per 10k generated windows. Every set is clipped first.
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
@@ -343,13 +346,18 @@ def evaluate_sets(
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if n_fad is not None and n_fad < 2:
         raise ValueError(f"n_fad must be >= 2, got {n_fad}")
+    embedders = [fad_embedder] if isinstance(fad_embedder, str) else list(fad_embedder or [])
     reference = clip_windows(reference, s_max, d_max)
     if len(reference) < 2:
         raise ValueError("the reference needs at least 2 windows")
     all_sets: dict[str, np.ndarray] = {}
+    groups: dict[str, np.ndarray] = {}
     if train is not None:
         train = clip_windows(train, s_max, d_max)
-        all_sets[FLOOR] = _sample(train, len(reference), _set_rng(seed, FLOOR))
+        idx = _sample_index(len(train), len(reference), _set_rng(seed, FLOOR))
+        all_sets[FLOOR] = train[idx]
+        if train_groups is not None:
+            groups[FLOOR] = I.units(np.asarray(train_groups)[idx], len(idx))
     for name, windows in sets.items():
         if name in CALIBRATION:
             raise ValueError(f"set name {name!r} is reserved for a calibration row")
@@ -367,286 +375,47 @@ def evaluate_sets(
     if unknown:
         raise ValueError(f"timings name unknown sets: {', '.join(sorted(unknown))}")
 
-    ref = _Reference(reference, n_boot, seed, s_max, d_max)
-    if fad_embedder is not None:
-        ref.fad_clips = _embed(reference[:n_fad], fad_embedder)
-        ref.fad_weights = _boot_weights(len(ref.fad_clips), n_boot, _set_rng(seed, "fad reference"))
+    ref = _Reference(reference, I.units(reference_groups, len(reference)), n_boot, seed, s_max, d_max)
+    if embedders:
+        ref.vectors = _embed(reference[:n_fad], embedders, embed_cache, progress)
     rows = []
     for name, gen in all_sets.items():
-        wg = _boot_weights(len(gen), n_boot, _set_rng(seed, name))
+        ug = groups.get(name, np.arange(len(gen)))
+        rng = _set_rng(seed, name)
+        wg = I.weighted_reps(ug, n_boot, rng)
         row: dict[str, float] = {"set": name, "n": len(gen)}
-        row.update(_symbolic_row(gen, ref, wg, alpha))
+        row.update(_symbolic_row(gen, ug, ref, wg, alpha, rng, s_max))
         if train is not None:
-            who, weights = (reference, ref.weights) if name == FLOOR else (gen, wg)
+            who, unit = (reference, ref.unit) if name == FLOOR else (gen, ug)
             mask = M.copy_mask(who, train, copy_tol).astype(np.float64)
-            reps = weights @ mask / weights.sum(axis=1)
-            row["copy_rate"], row["copy_rate_lo"], row["copy_rate_hi"] = _interval(
-                reps, alpha, (0.0, 1.0))
-        if fad_embedder is not None:
-            clips = _embed(gen[:n_fad], fad_embedder)
-            wc = _boot_weights(len(clips), n_boot, _set_rng(seed, f"fad {name}"))
-            row.update(_fad_row(clips, ref, wc, alpha))
+            row["copy_rate"], row["copy_rate_lo"], row["copy_rate_hi"] = I.mean_interval(mask, unit, alpha)
+        if embedders:
+            row["n_fad"] = len(gen[:n_fad])
+            vectors = _embed(gen[:n_fad], embedders, embed_cache, progress)
+            row.update(_audio_rows(vectors, ug, ref, wg, embedders, alpha, rng))
         if timings is not None:
             row["sec_per_10k"] = float(timings.get(name, np.nan))
         rows.append(row)
     return pd.DataFrame(rows).set_index("set")
 
 
-# --- reading and writing the table ------------------------------------------------
+def set_musicality(windows: np.ndarray, groups: np.ndarray | None = None, s_max: float = 2.0,
+                   alpha: float = 0.05) -> dict[str, tuple[float, float, float]]:
+    """The musicality metrics of one set on its own (value, low, high), e.g. for the reference."""
+    windows = clip_windows(windows, s_max)
+    return {name: I.mean_interval(f(windows, s_max), groups, alpha) for name, f in MUSICALITY.items()}
 
 
-def _decimals(x: float) -> int:
-    if not np.isfinite(x) or x == 0:
-        return 3
-    return int(np.clip(2 - np.floor(np.log10(abs(x))), 0, 4))
-
-
-def _cell(df: pd.DataFrame, name: str, metric: str) -> str:
-    value = df.at[name, metric]
-    if not np.isfinite(value):
-        return "–"
-    d = _decimals(value)
-    lo, hi = f"{metric}_lo", f"{metric}_hi"
-    if lo in df.columns and np.isfinite(df.at[name, lo]):
-        return f"{value:.{d}f} [{df.at[name, lo]:.{d}f}, {df.at[name, hi]:.{d}f}]"
-    return f"{value:.{d}f}"
-
-
-def metric_columns(df: pd.DataFrame) -> list[str]:
-    """The metric columns of a results table, in METRICS order (bounds excluded)."""
-    return [m for m in METRICS if m in df.columns]
-
-
-def results_markdown(df: pd.DataFrame, title_lines: Sequence[str] = ()) -> str:
-    """Markdown: title lines, a table (one row per metric, one column per set), a reading."""
-    sets = list(df.index)
-    header = ["metric", "better", *sets]
-    lines = [*(f"{t}  " for t in title_lines), ""] if title_lines else []
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines.append("| n windows |  | " + " | ".join(str(int(df.at[s, "n"])) for s in sets) + " |")
-    for m in metric_columns(df):
-        arrow = "↑" if METRICS[m][0] else "↓"
-        lines.append(f"| {m} | {arrow} | " + " | ".join(_cell(df, s, m) for s in sets) + " |")
-    if "sec_per_10k" in df.columns:
-        lines.append("| seconds per 10k windows | ↓ | " +
-                     " | ".join(_cell(df, s, "sec_per_10k") for s in sets) + " |")
-    lines += ["", "Cells: value [95% bootstrap interval, both sets resampled, bias-corrected: "
-              "the replicates' mean shift is taken off both ends].", ""]
-    lines.append(describe_results(df))
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def write_results(
-    df: pd.DataFrame, out_dir: str | Path, title_lines: Sequence[str]
-) -> tuple[Path, Path]:
-    """Write results.csv (full precision) and results.md (rounded), each atomically."""
-    out_dir = Path(out_dir)
-    csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
-    atomic_write(csv_path, df.to_csv(float_format="%.6g"))
-    atomic_write(md_path, results_markdown(df, title_lines))
-    return csv_path, md_path
-
-
-def update_readme(
-    readme_path: str | Path,
-    md_text: str,
-    start_marker: str = START_MARKER,
-    end_marker: str = END_MARKER,
-) -> Path:
-    """Replace the text between the two markers (kept) with md_text, atomically."""
-    path = Path(readme_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(start_marker), text.find(end_marker)
-    if start < 0 or end < 0:
-        raise ValueError(f"{path}: markers {start_marker!r} and {end_marker!r} not both found")
-    if end < start:
-        raise ValueError(f"{path}: {end_marker!r} comes before {start_marker!r}")
-    head = text[: start + len(start_marker)]
-    atomic_write(path, f"{head}\n{md_text.strip()}\n{text[end:]}")
-    return path
-
-
-_BAND_NAMES = (
-    "like the floor",
-    "between floor and marginals baseline",
-    "between the two baselines",
-    "worse than the uniform baseline",
-)
-
-
-def _band(df: pd.DataFrame, name: str, metric: str) -> str:
-    """Which calibration band the set's value falls in, for one metric."""
-    sign = -1.0 if METRICS[metric][0] else 1.0  # make lower = better
-    value = sign * df.at[name, metric]
-    if FLOOR in df.index:
-        lo, hi = f"{metric}_lo", f"{metric}_hi"
-        overlaps = lo in df.columns and (
-            df.at[name, lo] <= df.at[FLOOR, hi] and df.at[FLOOR, lo] <= df.at[name, hi]
-        )
-        if overlaps or value <= sign * df.at[FLOOR, metric]:
-            return _BAND_NAMES[0]
-    if MARGINALS in df.index and value <= sign * df.at[MARGINALS, metric]:
-        return _BAND_NAMES[1]
-    if UNIFORM not in df.index or value <= sign * df.at[UNIFORM, metric]:
-        return _BAND_NAMES[2]
-    return _BAND_NAMES[3]
-
-
-def describe_results(df: pd.DataFrame) -> str:
-    """A short reading of the table, every number taken from it.
-
-    Per metric: the model closest to the reference and where the floor and the
-    baselines sit. Per model: on how many metrics it is like the floor, between
-    floor and the marginals baseline, between the baselines, or worse than
-    uniform noise.
-    """
-    models = [s for s in df.index if s not in CALIBRATION]
-    metrics = [m for m in metric_columns(df) if m != "copy_rate" and df[m].notna().any()]
-    if not models:
-        return "No model sets in this table; only the calibration rows."
-    lines = ["Closest model to the reference, per metric:"]
-    for m in metrics:
-        higher = METRICS[m][0]
-        values = df.loc[models, m].dropna()
-        if values.empty:
-            continue
-        best = values.idxmax() if higher else values.idxmin()
-        refs = "; ".join(f"{c} {_cell(df, c, m)}" for c in CALIBRATION if c in df.index)
-        lines.append(f"- {m} ({'higher' if higher else 'lower'} is better): "
-                     f"{best} {_cell(df, best, m)}" + (f"; {refs}" if refs else ""))
-    bands = [c for c in CALIBRATION if c in df.index]
-    if bands:
-        lines += ["", "Where each model sits against the calibration rows (point values; "
-                  "'like the floor' = its interval overlaps the floor's):"]
-        for s in models:
-            tally = dict.fromkeys(_BAND_NAMES, 0)
-            for m in metrics:
-                if np.isfinite(df.at[s, m]):
-                    tally[_band(df, s, m)] += 1
-            counts = ", ".join(f"{k} {v}/{len(metrics)}" for k, v in tally.items() if v)
-            lines.append(f"- {s}: {counts}.")
-    if "copy_rate" in df.columns:
-        parts = [f"{s} {_cell(df, s, 'copy_rate')}" for s in models]
-        if FLOOR in df.index:
-            parts.append(f"test windows themselves {_cell(df, FLOOR, 'copy_rate')}")
-        lines += ["", "Copy rate (share of windows repeating a training window): " + "; ".join(parts) + "."]
-    return "\n".join(lines)
-
-
-# --- CLI glue -------------------------------------------------------------------
-
-
-def _parse_spec(spec: str) -> tuple[str, Path, str]:
-    """NAME=PATH[:split] -> (name, path, array key); the key defaults to "samples"."""
-    name, sep, rest = spec.partition("=")
-    name = name.strip()
-    if not sep or not name or not rest:
-        raise ValueError(f"sample spec {spec!r} is not NAME=PATH[:split]")
-    path, key = Path(rest), "samples"
-    if not path.exists() and ":" in rest:
-        head, _, key = rest.rpartition(":")
-        path = Path(head)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such samples file (from {spec!r})")
-    return name, path, key
-
-
-def load_samples(spec: str) -> tuple[str, np.ndarray]:
-    """Parse NAME=PATH[:split] into (name, windows).
-
-    PATH is a samples.npz (array "samples") or a windows.npz, with the array
-    named after the colon (PATH:train). Errors are one-line ValueError /
-    FileNotFoundError messages.
-    """
-    name, path, key = _parse_spec(spec)
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a readable .npz file (not a zip archive)")
+def _embed(windows: np.ndarray, embedders: Sequence[str], cache: str | Path | None,
+           progress: bool) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if key not in npz.files:
-                have = ", ".join(npz.files) or "none"
-                raise ValueError(f"{path}: no array {key!r} (has: {have})")
-            windows = np.asarray(npz[key], dtype=np.float32)
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
-    if windows.ndim != 3 or windows.shape[-1] != 4 or len(windows) == 0:
-        raise ValueError(f"{path}:{key} has shape {windows.shape}; expected (n, window, 4)")
-    return name, windows
-
-
-def _seconds_per_10k(spec: str) -> float | None:
-    """The optional scalar "seconds_per_10k" stored beside the samples."""
-    _, path, _ = _parse_spec(spec)
-    with np.load(path, allow_pickle=False) as npz:
-        return float(npz["seconds_per_10k"]) if "seconds_per_10k" in npz.files else None
-
-
-def machine_line() -> str:
-    """Which machine produced a table: CPU, cores, accelerator, torch and the date."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return (f"Machine: {cpu}, {os.cpu_count()} CPU cores{gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
-
-
-def run_evaluation(
-    reference_dir: str | Path,
-    sample_specs: Sequence[str],
-    out_dir: str | Path,
-    embedder: str | None = None,
-    n: int = 10_000,
-    seed: int = 0,
-    n_boot: int = 1000,
-    *,
-    n_fad: int | None = None,
-    title_lines: Sequence[str] = (),
-    s_max: float | None = None,
-    d_max: float | None = None,
-) -> pd.DataFrame:
-    """The whole protocol: reference from windows.npz's test split, sets, table, files.
-
-    Sets bigger than n are randomly subsampled to n. A samples file may carry
-    a scalar "seconds_per_10k" array, which becomes the timing column. The
-    clips s_max/d_max default to the ones the reference was prepared with
-    (its params.json), else 2 s.
-    """
-    params_path = Path(reference_dir) / "params.json"
-    prepared = json.loads(params_path.read_text())["params"] if params_path.is_file() else {}
-    s_max = s_max if s_max is not None else prepared.get("s_max", 2.0)
-    d_max = d_max if d_max is not None else prepared.get("d_max", 2.0)
-    npz_path = Path(reference_dir) / "windows.npz"
-    if not npz_path.is_file():
-        raise FileNotFoundError(f"{npz_path}: no such file (run the data pipeline first)")
-    with np.load(npz_path, allow_pickle=False) as npz:
-        missing = [k for k in ("train", "test") if k not in npz.files]
-        if missing:
-            raise ValueError(f"{npz_path}: missing array(s) {', '.join(missing)}")
-        train, test = npz["train"], npz["test"]
-    reference = reference_windows(test, min(n, len(test)), seed, s_max, d_max)
-    sets: dict[str, np.ndarray] = {}
-    timings: dict[str, float] = {}
-    for spec in sample_specs:
-        name, windows = load_samples(spec)
-        if name in sets:
-            raise ValueError(f"set name {name!r} given twice")
-        if len(windows) > n:
-            windows = _sample(windows, n, _set_rng(seed, f"subsample {name}"))
-        sets[name] = windows
-        seconds = _seconds_per_10k(spec)
-        if seconds is not None:
-            timings[name] = seconds
-    df = evaluate_sets(reference, sets, train, n_boot, seed, embedder, timings or None,
-                       n_fad=n_fad, s_max=s_max, d_max=d_max)
-    lines = [
-        *title_lines,
-        f"Reference: {len(reference)} of {len(test)} test windows of {npz_path} (seed {seed}); "
-        f"floor and baselines from {len(train)} training windows",
-        f"Bootstrap: {n_boot} replicates" + (f"; FAD embedder: {embedder}" if embedder else ""),
-        machine_line(),
-    ]
-    write_results(df, out_dir, lines)
-    return df
+        from midilib.fad import window_vectors
+    except ImportError as exc:
+        raise ValueError(
+            f"fad_embedder={list(embedders)!r} needs midilib.fad ({exc}); pass fad_embedder=None to skip FAD"
+        ) from None
+    vectors = window_vectors(windows, embedders, cache, progress=progress)
+    for e in embedders:
+        if vectors[e].ndim != 2 or len(vectors[e]) != len(windows):
+            raise ValueError(f"embedder {e!r} must give one vector per window, got {vectors[e].shape}")
+    return vectors

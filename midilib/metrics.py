@@ -305,6 +305,79 @@ def feature_frechet(generated: np.ndarray, reference: np.ndarray) -> float:
     return frechet_distance(*gaussian_stats(standardise(fg, fr)), *gaussian_stats(standardise(fr, fr)))
 
 
+# --- musicality in the window -------------------------------------------------------
+
+MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)  # natural minor scales hold the same 12 pitch-class sets
+IOI_BINS_PER_OCTAVE = 2  # inter-onset bins a half octave (x1.41) wide
+
+
+def _window_pc_counts(windows: np.ndarray) -> np.ndarray:
+    """Per window, the count of notes on each pitch class (n, 12)."""
+    pcs = np.clip(np.rint(_check_windows(windows)[..., PITCH]), 0, 127).astype(np.int64) % 12
+    n = len(pcs)
+    flat = (pcs + 12 * np.arange(n)[:, None]).ravel()
+    return np.bincount(flat, minlength=12 * n).reshape(n, 12).astype(np.float64)
+
+
+def scale_consistency(windows: np.ndarray) -> np.ndarray:
+    """Per window, the largest share of its notes that lie in one diatonic scale.
+
+    sc = max over the 24 major and minor keys k of |{notes in k}| / |notes|
+    (muspy's `scale_consistency`, applied to each window; minor keys are
+    rotations of major ones, so 12 pitch-class sets suffice). Tonal music
+    scores near 1; uniformly random pitches score about 0.83 on 8 notes.
+    """
+    counts = _window_pc_counts(windows)
+    member = np.zeros((12, 12))
+    for root in range(12):
+        member[[(root + step) % 12 for step in MAJOR_SCALE], root] = 1.0
+    return (counts @ member).max(axis=1) / counts.sum(axis=1)
+
+
+def _entropy_bits(counts: np.ndarray) -> np.ndarray:
+    p = counts / counts.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)
+
+
+def pitch_class_entropy(windows: np.ndarray) -> np.ndarray:
+    """Per window, the Shannon entropy (bits) of its pitch-class histogram.
+
+    H = -sum_c p_c log2 p_c with p_c the share of the window's notes on pitch
+    class c (muspy's `pitch_class_entropy`, per window): 0 for one pitch class,
+    log2(8) = 3 for 8 notes on 8 classes.
+    """
+    return _entropy_bits(_window_pc_counts(windows))
+
+
+def ioi_edges(s_max: float = 2.0) -> np.ndarray:
+    """Bin edges of inter-onset intervals: [0, CHORD_TOL) is "together", then bins half an
+    octave wide (ratio sqrt 2) up to s_max, the last one closed."""
+    if s_max <= CHORD_TOL:
+        raise ValueError(f"s_max must exceed {CHORD_TOL}, got {s_max}")
+    octaves = np.log2(s_max / CHORD_TOL)
+    k = int(np.ceil(octaves * IOI_BINS_PER_OCTAVE))
+    return np.concatenate([[0.0], CHORD_TOL * 2.0 ** (np.arange(k + 1) / IOI_BINS_PER_OCTAVE)])
+
+
+def ioi_entropy(windows: np.ndarray, s_max: float = 2.0) -> np.ndarray:
+    """Per window, the entropy (bits) of its inter-onset intervals on a log grid.
+
+    The gaps delta_2..delta_w inside the window (the first points outside it)
+    are binned by `ioi_edges` (chords in one bin, then ratio-sqrt(2) bins), and
+    H = -sum_b p_b log2 p_b. A steady rhythm scores 0, seven different gaps
+    log2 7 = 2.81: a measure of rhythmic variety that ignores tempo.
+    """
+    windows = _check_windows(windows)
+    if windows.shape[1] < 2:
+        raise ValueError("ioi_entropy needs windows of at least 2 notes")
+    edges = ioi_edges(s_max)
+    idx = bin_index(windows[:, 1:, DELTA], edges)
+    n, bins = len(idx), len(edges) - 1
+    flat = (idx + bins * np.arange(n)[:, None]).ravel()
+    return _entropy_bits(np.bincount(flat, minlength=n * bins).reshape(n, bins).astype(np.float64))
+
+
 # --- novelty --------------------------------------------------------------------
 
 

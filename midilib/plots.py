@@ -168,37 +168,66 @@ def before_after(originals: np.ndarray, others: np.ndarray, names: tuple[str, st
     return fig
 
 
-def interval_plot(df: pd.DataFrame, metric: str, ax: plt.Axes | None = None, xlabel: str = "") -> plt.Axes:
-    """A metric with its [lo, hi] interval per row of a results table (columns metric, metric_lo, metric_hi)."""
+def interval_plot(df: pd.DataFrame, metric: str, ax: plt.Axes | None = None, xlabel: str = "",
+                  log: bool = False, floor: str | None = None) -> plt.Axes:
+    """A metric with its [lo, hi] interval per row of a results table (columns metric, metric_lo,
+    metric_hi); `log` for distances spanning decades, `floor` names a row drawn as a dashed line."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 0.45 * len(df) + 1))
     y = np.arange(len(df))
     values = df[metric].to_numpy(dtype=float)
     lo = values - df[f"{metric}_lo"].to_numpy(dtype=float)
     hi = df[f"{metric}_hi"].to_numpy(dtype=float) - values
-    ax.errorbar(values, y, xerr=[np.clip(lo, 0, None), np.clip(hi, 0, None)], fmt="o", capsize=3)
+    lo, hi = np.nan_to_num(np.clip(lo, 0, None)), np.nan_to_num(np.clip(hi, 0, None))
+    if log:  # a log axis cannot show values <= 0 (FD∞ can be): clip the drawing, not the data
+        tiny = np.nanmin(values[values > 0]) / 10 if (values > 0).any() else 1e-3
+        shown = np.clip(values, tiny, None)
+        lo = np.minimum(lo, shown - tiny / 2)
+        ax.errorbar(shown, y, xerr=[lo, hi], fmt="o", capsize=3)
+        ax.set_xscale("log")
+    else:
+        ax.errorbar(values, y, xerr=[lo, hi], fmt="o", capsize=3)
+    if floor is not None and floor in df.index:
+        ax.axvline(max(df.at[floor, metric], 1e-12) if log else df.at[floor, metric], color="k", ls="--",
+                   lw=1, label="floor")
     ax.set_yticks(y, list(df.index))
     ax.invert_yaxis()
     ax.set_xlabel(xlabel or metric)
     return ax
 
 
-def steps_sweep(sweep: pd.DataFrame, metrics: Sequence[str]) -> plt.Figure:
+def _yerr(rows: pd.DataFrame, metric: str) -> list[np.ndarray] | None:
+    """Error bar lengths below and above from <metric>_lo/_hi, or None without them."""
+    if f"{metric}_lo" not in rows.columns:
+        return None
+    return [np.nan_to_num(np.clip(rows[metric] - rows[f"{metric}_lo"], 0, None).to_numpy(float)),
+            np.nan_to_num(np.clip(rows[f"{metric}_hi"] - rows[metric], 0, None).to_numpy(float))]
+
+
+def steps_sweep(sweep: pd.DataFrame, metrics: Sequence[str], floor: str | None = None) -> plt.Figure:
     """Quality against sampling time, one panel per metric: DDIM step counts as a line
-    (rows named "DDIM-K"), any other row (DDPM) as a separate marker."""
+    (rows named "DDIM-K", in order of K), DDPM rows as separate markers, intervals where the
+    table has <metric>_lo/_hi, and the `floor` row (real music) as a dashed line with its band."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.2), squeeze=False)
-    ddim = sweep.loc[[k for k in sweep.index if str(k).startswith("DDIM")]]
-    others = sweep.loc[[k for k in sweep.index if not str(k).startswith("DDIM")]]
+    names = [str(k) for k in sweep.index]
+    ddim = sweep.loc[sorted((k for k in names if k.startswith("DDIM")), key=lambda k: int(k.split("-")[1]))]
+    others = sweep.loc[[k for k in names if k.startswith("DDPM")]]
     for ax, metric in zip(axes[0], metrics):
-        ax.plot(ddim.sec_per_10k, ddim[metric], "o-", label="DDIM")
+        ax.errorbar(ddim.sec_per_10k, ddim[metric], yerr=_yerr(ddim, metric), fmt="o-", capsize=3, label="DDIM")
         for name, row in others.iterrows():
-            ax.plot(row.sec_per_10k, row[metric], "s", color="C3", label=name)
+            ax.errorbar(row.sec_per_10k, row[metric], yerr=_yerr(others.loc[[name]], metric), fmt="s", capsize=3,
+                        color="C3", label=name)
         for name, row in ddim.iterrows():
             ax.annotate(str(name).split("-")[1], (row.sec_per_10k, row[metric]),
                         textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if floor is not None and floor in sweep.index and np.isfinite(sweep.at[floor, metric]):
+            ax.axhline(sweep.at[floor, metric], color="k", ls="--", lw=1, label="floor (real music)")
+            if f"{metric}_lo" in sweep.columns and np.isfinite(sweep.at[floor, f"{metric}_lo"]):
+                ax.axhspan(sweep.at[floor, f"{metric}_lo"], sweep.at[floor, f"{metric}_hi"], color="k", alpha=0.08)
         ax.set_xscale("log")
         ax.set_xlabel("seconds per 10,000 windows (this machine)")
+        ax.set_ylabel(metric)
         ax.set_title(metric)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

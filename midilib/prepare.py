@@ -1,7 +1,9 @@
 """From a corpus of MIDI files to cached training windows (`windows.npz` + `manifest.csv`).
 
 Files are parsed in a process pool (the fast parser by default), cut into
-windows, split 90/10 *by file* with a seeded shuffle, and written atomically.
+windows, split 80/10/10 into train, valid and test *by piece* with a seeded
+shuffle, and written atomically. Every choice a notebook makes (checkpoint,
+step count, weight) is made on `valid`; `test` writes the final table once.
 The output folder remembers the key of what produced it (parameters and every
 file's size and mtime), so a rerun with the same inputs costs nothing, and a
 digest of the arrays (content.txt), which trained runs are keyed by: a fresh
@@ -27,8 +29,9 @@ from midilib.atomic import atomic_write
 from midilib.events import MidiError, read_events, to_windows
 from midilib.profiles import DataConfig
 
+SPLITS = ("train", "valid", "test")
 MANIFEST_COLUMNS = ("path", "composer", "title", "notes", "windows", "split", "status")
-CACHE_VERSION = 2  # 2: split by piece
+CACHE_VERSION = 3  # 2: split by piece; 3: a valid split
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,11 @@ class PrepareParams(DataConfig):
             raise ValueError(f"--d-max must be a positive number of seconds, got {self.d_max}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise ValueError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
+        if self.test_fraction + self.valid_fraction >= 1.0:
+            raise ValueError(f"--test-fraction + --valid-fraction must be < 1, got "
+                             f"{self.test_fraction} + {self.valid_fraction}")
         if self.max_files is not None and self.max_files < 1:
             raise ValueError(f"max_files must be >= 1, got {self.max_files}")
 
@@ -59,6 +67,10 @@ class Prepared:
     test: np.ndarray
     manifest: list[dict]
     reused: bool
+    valid: np.ndarray | None = None
+    train_file: np.ndarray | None = None  # the manifest row of each window
+    valid_file: np.ndarray | None = None
+    test_file: np.ndarray | None = None
 
     @property
     def summary(self) -> str:
@@ -67,7 +79,8 @@ class Prepared:
         notes = sum(int(r["notes"]) for r in self.manifest)
         return (
             f"{ok} files ok, {skipped} skipped; {notes} notes; "
-            f"{len(self.train)} train and {len(self.test)} test windows -> {self.out}"
+            f"{len(self.train)} train, {len(self.valid) if self.valid is not None else 0} valid and "
+            f"{len(self.test)} test windows -> {self.out}"
         )
 
 
@@ -135,6 +148,29 @@ def split_files(n_files: int, test_fraction: float, seed: int, groups: list | No
     return np.array([g in chosen for g in groups], dtype=bool)
 
 
+def assign_splits(
+    n_files: int, test_fraction: float, valid_fraction: float, seed: int, groups: list | None = None
+) -> np.ndarray:
+    """"train", "valid" or "test" per file, by piece.
+
+    Test is drawn first exactly as `split_files` does (so adding a valid split leaves
+    the test files of earlier runs unchanged); valid then takes whole pieces of the rest
+    until round(valid_fraction * n_files) files, at least one piece when the fraction is
+    positive and a training piece would remain.
+    """
+    groups = list(range(n_files)) if groups is None else list(groups)
+    is_test = split_files(n_files, test_fraction, seed, groups)
+    labels = np.where(is_test, "test", "train").astype(object)
+    rest = [i for i in range(n_files) if not is_test[i]]
+    if valid_fraction > 0 and rest:
+        rest_groups = [groups[i] for i in rest]
+        target = max(1, int(round(valid_fraction * n_files)))
+        fraction = min(target / len(rest), 1.0)
+        is_valid = split_files(len(rest), fraction, seed + 1, rest_groups)
+        labels[np.asarray(rest)[is_valid]] = "valid"
+    return labels.astype(str)
+
+
 def prepare(
     source: str | Path,
     out: str | Path,
@@ -175,11 +211,12 @@ def prepare(
         reasons = sorted({status for _, _, status in results})
         raise ValueError(f"{root}: no usable MIDI file among {len(files)} ({'; '.join(reasons[:3])})")
     pieces = [corpus.piece_key(*corpus.describe(files[i])) for i in ok]
-    is_test = split_files(len(ok), params.test_fraction, params.seed, pieces)
-    split_of = {i: ("test" if t else "train") for i, t in zip(ok, is_test)}
+    labels = assign_splits(len(ok), params.test_fraction, params.valid_fraction, params.seed, pieces)
+    split_of = dict(zip(ok, labels))
 
-    manifest, parts = [], {"train": [], "test": []}
-    file_ids: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    manifest: list[dict] = []
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    file_ids: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     for i, (f, (windows, notes, status)) in enumerate(zip(files, results)):
         composer, title = corpus.describe(f)
         split = split_of.get(i, "")
@@ -200,8 +237,8 @@ def prepare(
     def ids(name: str) -> np.ndarray:
         return np.concatenate(file_ids[name]) if file_ids[name] else np.zeros(0, dtype=np.int32)
 
-    train, test = stack("train"), stack("test")
-    arrays = {"train": train, "test": test, "train_file": ids("train"), "test_file": ids("test")}
+    arrays = {name: stack(name) for name in SPLITS}
+    arrays.update({f"{name}_file": ids(name) for name in SPLITS})
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("key.txt", "content.txt"):  # a crash below must not leave a matching key
         (out / stale).unlink(missing_ok=True)
@@ -217,7 +254,7 @@ def prepare(
     atomic_write(out / "params.json", json.dumps(info, indent=1).encode())
     atomic_write(out / "content.txt", content_key(arrays).encode())
     atomic_write(out / "key.txt", key.encode())
-    return Prepared(out, train, test, manifest, reused=False)
+    return _prepared(out, arrays, manifest, reused=False)
 
 
 def content_key(arrays: dict[str, np.ndarray]) -> str:
@@ -250,7 +287,7 @@ def load_manifest(folder: str | Path) -> list[dict]:
 
 
 def load_windows(folder: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of DIR/windows.npz (train, test, train_file, test_file)."""
+    """The arrays of DIR/windows.npz (train, valid, test and their *_file row ids)."""
     path = Path(folder) / "windows.npz"
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found; run `python -m midilib prepare` first")
@@ -258,6 +295,11 @@ def load_windows(folder: str | Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def _prepared(out: Path, arrays: dict[str, np.ndarray], manifest: list[dict], reused: bool) -> Prepared:
+    return Prepared(Path(out), arrays["train"], arrays["test"], manifest, reused,
+                    valid=arrays.get("valid"), train_file=arrays.get("train_file"),
+                    valid_file=arrays.get("valid_file"), test_file=arrays.get("test_file"))
+
+
 def load_prepared(folder: str | Path, reused: bool = True) -> Prepared:
-    arrays = load_windows(folder)
-    return Prepared(Path(folder), arrays["train"], arrays["test"], load_manifest(folder), reused)
+    return _prepared(Path(folder), load_windows(folder), load_manifest(folder), reused)

@@ -17,6 +17,7 @@ class DataConfig:
     s_max: float = 2.0
     d_max: float = 2.0
     test_fraction: float = 0.1
+    valid_fraction: float = 0.1  # choices (checkpoints, steps, weights) are made on this split
     seed: int = 0
     max_files: int | None = None  # cap on the corpus (smoke only)
 
@@ -131,7 +132,7 @@ DEFAULT = Profile(
     ),
     diffusion_train=TrainConfig(epochs=60, batch_size=256, lr=2e-3, max_minutes=4.0),
     eval=EvalConfig(
-        n_generate=2000, n_reference=2000, n_fad=200, bootstrap=200,
+        n_generate=2000, n_reference=2000, n_fad=2000, bootstrap=200,
         ddim_steps=(10, 20, 50, 100, 250, 1000),
     ),
 )

@@ -144,9 +144,11 @@ def train_model(
                   resume=resume, progress=progress)
     result = {"model": kind, "parameters": count_parameters(model), "final": summary,
               "device": str(resolve_device(device))}
-    if kind == "vae" and len(arrays["test"]):
-        table = reconstruction_table(model, arrays, n_boot=200, seed=seed)
+    split = "valid" if len(arrays.get("valid", ())) else "test"  # choices are made on valid
+    if kind == "vae" and len(arrays[split]):
+        table = reconstruction_table(model, arrays, n_boot=200, seed=seed, split=split)
         result["reconstruction"] = table.reset_index().to_dict(orient="records")
+        result["reconstruction_split"] = split
     _write_json(out / "metrics.json", result)
     return result
 
@@ -166,13 +168,16 @@ def load_model(run: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
 
 def reconstruction_table(
     model: nn.Module, arrays: dict, n_boot: int = 1000, seed: int = 0,
-    max_test: int = 20_000, max_train: int = 500_000,
+    max_test: int = 20_000, max_train: int = 500_000, split: str = "test",
 ) -> pd.DataFrame:
-    """Pitch accuracy and note IoU on the test files, with bootstrap 95% CIs over files,
-    for the VAE (posterior mean, no teacher forcing) and two baselines."""
+    """Pitch accuracy and note IoU on the files of `split` (valid while choosing, test for
+    the final table), with bootstrap 95% CIs over files, for the VAE (posterior mean, no
+    teacher forcing) and two baselines."""
     from midilib.models.vae import reconstruct
 
-    test, train, groups = arrays["test"], arrays["train"], arrays["test_file"]
+    if split not in ("valid", "test") or split not in arrays:
+        raise ValueError(f"split must be 'valid' or 'test' and present in the arrays, got {split!r}")
+    test, train, groups = arrays[split], arrays["train"], arrays[f"{split}_file"]
     rng = np.random.default_rng(seed)
     if len(test) > max_test:  # GiantMIDI-sized test sets: a random subset keeps this in seconds
         keep = np.sort(rng.choice(len(test), max_test, replace=False))
