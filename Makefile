@@ -8,7 +8,7 @@ PROFILE ?= default
 SOURCE ?= default
 STAMP := $(VENV)/.midilib-setup
 
-.PHONY: setup workbook test lab bench lint notebooks system-packages clean
+.PHONY: setup workbook seeds readme test lab bench lint notebooks system-packages clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,14 @@ system-packages:
 
 workbook: $(STAMP)
 	$(BIN)/python -m midilib.workbook --profile $(PROFILE) --source $(SOURCE)
+
+# how far a headline metric moves across training seeds (writes figures/.../seeds.md)
+seeds: $(STAMP)
+	$(BIN)/python -m midilib.seeds --profile $(PROFILE) --source $(SOURCE)
+
+# copy every generated README block from its file under figures/ (tests/test_readme.py checks them)
+readme: $(STAMP)
+	$(BIN)/python -m midilib.readme
 
 test: $(STAMP)
 	MIDILIB_PROFILE=smoke $(BIN)/python -m pytest -q tests notebooks --nbval-lax

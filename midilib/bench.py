@@ -345,6 +345,31 @@ def section_audio(repeats: int, n: int = 200) -> list[dict]:
     rows.append(_row("audio", "render + musicnn embedding (60 windows), 1 thread", "clips/s", 60 / e1[0], 60 / e1[1]))
     rows.append(_row("audio", f"render + musicnn embedding (60 windows), {threads} threads", "clips/s",
                      60 / ea[0], 60 / ea[1], ratio=e1[0] / ea[0]))
+    rows += _two_embedders(windows[:60], repeats)
+    return rows
+
+
+def _two_embedders(windows: np.ndarray, repeats: int) -> list[dict]:
+    """The evaluation's embedding: musicnn and basic-pitch from one rendering (window_vectors),
+    against rendering once per embedder (embed_windows twice), and a second call served by the cache."""
+    from midilib.fad import embed_windows, window_vectors
+
+    names = ("musicnn", "basic-pitch")
+    n = len(windows)
+    try:
+        shared, apart = _timed_pair(lambda: window_vectors(windows, names, progress=False),
+                                    lambda: [embed_windows(windows, e, progress=False) for e in names], repeats)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        return [_row("audio", f"two-embedder vectors skipped: {exc}", "", float("nan"), float("nan"))]
+    rows = [_row("audio", f"musicnn + basic-pitch, {n} windows: each renders its own audio (original's way)",
+                 "clips/s", n / apart[0], n / apart[1]),
+            _row("audio", f"musicnn + basic-pitch, {n} windows: one rendering (window_vectors)", "clips/s",
+                 n / shared[0], n / shared[1], ratio=apart[0] / shared[0])]
+    with tempfile.TemporaryDirectory() as cache:
+        window_vectors(windows, names, cache, progress=False)
+        cached = _timed(lambda: window_vectors(windows, names, cache, progress=False), repeats)
+    rows.append(_row("audio", f"musicnn + basic-pitch, {n} windows: again, from the embedding cache", "clips/s",
+                     n / cached[0], n / cached[1], ratio=shared[0] / cached[0]))
     return rows
 
 
@@ -521,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {name}: {time.perf_counter() - t0:.0f} s", flush=True)
         text = write_tables(rows, info, out)  # after every section: a stopped run keeps what it measured
     if sections == list(SECTIONS) and out.resolve() == (ROOT / "figures").resolve():
-        from midilib.evaluate import update_readme
+        from midilib.report import update_readme
 
         suffix = _suffix(info)
         update_readme(ROOT / "README.md", text, f"<!-- bench{suffix}:start -->", f"<!-- bench{suffix}:end -->")

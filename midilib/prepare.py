@@ -30,8 +30,11 @@ from midilib.events import MidiError, read_events, to_windows
 from midilib.profiles import DataConfig
 
 SPLITS = ("train", "valid", "test")
+# a held-out split of a corpus of 5 * 8 pieces or more gets at least 8 pieces: an interval that
+# resamples pieces (and FD∞ on half-splits of them) needs that many; fewer would say nothing
+MIN_PIECES = 8
 MANIFEST_COLUMNS = ("path", "composer", "title", "notes", "windows", "split", "status")
-CACHE_VERSION = 3  # 2: split by piece; 3: a valid split
+CACHE_VERSION = 4  # 2: split by piece; 3: a valid split; 4: at least MIN_PIECES pieces a split
 
 
 @dataclass(frozen=True)
@@ -128,12 +131,13 @@ def split_files(n_files: int, test_fraction: float, seed: int, groups: list | No
     """Boolean mask of test files: a seeded shuffle of the pieces (`groups`, one key per file;
     default: every file its own piece), taking whole pieces until round(fraction * n_files)
     files are in test (at least one piece when the fraction is positive and there are two
-    pieces or more)."""
+    pieces or more, and at least min(MIN_PIECES, pieces // 5) pieces)."""
     groups = list(range(n_files)) if groups is None else list(groups)
     pieces = list(dict.fromkeys(groups))  # first-seen order, deterministic
     target = int(round(test_fraction * n_files))
     if test_fraction > 0 and len(pieces) >= 2:
         target = max(target, 1)
+    min_pieces = min(MIN_PIECES, len(pieces) // 5) if test_fraction > 0 else 0
     order = np.random.default_rng(seed).permutation(len(pieces))
     chosen: set = set()
     count = 0
@@ -141,10 +145,18 @@ def split_files(n_files: int, test_fraction: float, seed: int, groups: list | No
     for g in groups:
         sizes[g] += 1
     for i in order:
-        if count >= target or len(chosen) == len(pieces) - 1:
+        if (count >= target and len(chosen) >= min_pieces) or len(chosen) == len(pieces) - 1:
             break
         chosen.add(pieces[i])
         count += sizes[pieces[i]]
+    return np.array([g in chosen for g in groups], dtype=bool)
+
+
+def _take_pieces(groups: list, k: int, seed: int) -> np.ndarray:
+    """Mask of the files of k pieces chosen by a seeded shuffle (one piece always left out)."""
+    pieces = list(dict.fromkeys(groups))
+    order = np.random.default_rng(seed).permutation(len(pieces))
+    chosen = {pieces[i] for i in order[: min(k, len(pieces) - 1)]}
     return np.array([g in chosen for g in groups], dtype=bool)
 
 
@@ -167,6 +179,10 @@ def assign_splits(
         target = max(1, int(round(valid_fraction * n_files)))
         fraction = min(target / len(rest), 1.0)
         is_valid = split_files(len(rest), fraction, seed + 1, rest_groups)
+        # the minimum is the whole corpus's (pieces // 5), not the remainder's
+        need = min(MIN_PIECES, len(dict.fromkeys(groups)) // 5)
+        if len({g for g, v in zip(rest_groups, is_valid) if v}) < need:
+            is_valid = _take_pieces(rest_groups, need, seed + 1)
         labels[np.asarray(rest)[is_valid]] = "valid"
     return labels.astype(str)
 

@@ -204,7 +204,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"[workbook] done in {sum(times.values()):.0f} s: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
+    if args.profile != "smoke" and not args.only:  # a whole run: its timings and README blocks
+        record_run(args.profile, args.source, times)
     return 0
+
+
+def record_run(profile: str, source: str, times: dict[str, float]) -> None:
+    """figures/.../records/workbook.json (seconds per notebook, machine), measured.md, README blocks."""
+    from midilib import readme
+    from midilib.report import machine_line
+
+    figures = figures_dir(profile, source)
+    info = {"profile": profile, "source": source, "seconds": times,
+            "machine": machine_line().removeprefix("Machine: ")}
+    atomic_write(figures / "records" / "workbook.json", json.dumps(info, indent=1))
+    readme.write_measured(figures)
+    readme.sync()
 
 
 if __name__ == "__main__":

@@ -11,8 +11,12 @@ import pandas as pd
 import pytest
 import scipy.stats
 
+from midilib import baselines as B
+from midilib import cli as C
 from midilib import evaluate as E
+from midilib import intervals as I
 from midilib import metrics as M
+from midilib import report as R
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared/corpora/giantmidi-sample"
 
@@ -67,7 +71,7 @@ def test_reference_windows_sample_without_replacement_when_possible():
 
 
 def test_uniform_windows_cover_valid_ranges():
-    w = E.uniform_random_windows(4000, seed=0, s_max=2.0, d_max=1.0)
+    w = B.uniform_random_windows(4000, seed=0, s_max=2.0, d_max=1.0)
     assert w.shape == (4000, 8, 4)
     assert w[..., 0].min() == 0 and w[..., 0].max() == 127
     assert np.all(w[..., 0] == np.rint(w[..., 0]))
@@ -78,7 +82,7 @@ def test_uniform_windows_cover_valid_ranges():
 
 def test_independent_marginals_keep_marginals_and_lose_structure():
     train = _music(2000, 4)
-    base = E.independent_marginals_windows(train, 2000, seed=0)
+    base = B.independent_marginals_windows(train, 2000, seed=0)
     for c in range(4):
         assert np.isin(base[..., c], train[..., c]).all()
         assert M.wasserstein(base[..., c], train[..., c]) < 0.05 * (np.std(train[..., c]) + 1e-9)
@@ -110,21 +114,21 @@ def test_weighted_statistics_match_plain_metrics():
 
 def test_frechet_interval_is_centred_on_the_value_it_was_drawn_around():
     # two sets from one distribution: resampling inflates the distance, so the plain
-    # percentile interval misses the value; the corrected one holds it and the spread
+    # percentile interval misses the value; the shifted one holds it with the same spread
     rng = np.random.default_rng(0)
     n, d = 200, 20
     x, y = rng.normal(size=(n, d)), rng.normal(size=(n, d))
-    wx = E._boot_weights(n, 200, E._set_rng(0, "x"))
-    wy = E._boot_weights(n, 200, E._set_rng(0, "y"))
-    reps = E._frechet_reps(x, np.arange(n), wx, y, np.arange(n), wy)
-    value, lo, hi = E._interval(reps, 0.05)
+    wx = I.weighted_reps(np.arange(n), 200, E._set_rng(0, "x"))
+    wy = I.weighted_reps(np.arange(n), 200, E._set_rng(0, "y"))
+    reps = E._frechet_reps(x, wx, y, wy)
+    value, lo, hi = I.shifted_interval(reps, 0.05)
     plain_lo, plain_hi = np.quantile(reps[1:], [0.025, 0.975])
     assert value < plain_lo  # the flaw being corrected
     assert lo < value < hi
     assert hi - lo == pytest.approx(plain_hi - plain_lo)
     # and the ends stay in the metric's range
-    assert E._interval(np.array([0.01, 0.5, 0.6, 0.7]), 0.05)[1] == 0.0
-    assert E._interval(np.array([0.99, 0.5, 0.6, 0.7]), 0.05, (0.0, 1.0))[2] == 1.0
+    assert I.shifted_interval(np.array([0.01, 0.5, 0.6, 0.7]), 0.05)[1] == 0.0
+    assert I.shifted_interval(np.array([0.99, 0.5, 0.6, 0.7]), 0.05, (0.0, 1.0))[2] == 1.0
 
 
 # --- evaluate_sets ------------------------------------------------------------------------
@@ -145,14 +149,16 @@ def test_evaluate_sets_rows_and_columns(table):
     assert list(table.index) == [E.FLOOR, "model", "copier", E.MARGINALS, E.UNIFORM]
     assert (table["n"] == 400).all()
     for m in E.metric_columns(table):
-        assert (table[f"{m}_lo"] <= table[f"{m}_hi"]).all(), m
+        assert (table[f"{m}_lo"] <= table[m]).all() and (table[m] <= table[f"{m}_hi"]).all(), m
+    for m in ("fmd_inf", "scale_consistency", "pitch_class_entropy", "ioi_entropy"):
+        assert table[m].notna().all(), m
     assert "fad" not in table.columns
     assert table.at["model", "sec_per_10k"] == 12.5 and np.isnan(table.at["copier", "sec_per_10k"])
 
 
 def test_floor_is_closer_than_uniform_on_every_distance(table):
     for m in E.metric_columns(table):
-        if m == "copy_rate":
+        if m == "copy_rate" or E.METRICS[m][0] is None:
             continue
         floor, uniform = table.at[E.FLOOR, m], table.at[E.UNIFORM, m]
         assert (floor > uniform) if E.METRICS[m][0] else (floor < uniform), m
@@ -164,6 +170,11 @@ def test_metrics_see_what_is_wrong(table):
     assert table.at["model", "overlap_pitch"] > table.at[E.UNIFORM, "overlap_pitch"]
     assert table.at["model", "w1_mean_abs_interval"] < table.at[E.MARGINALS, "w1_mean_abs_interval"]
     assert table.at["copier", "copy_rate"] == 1.0 and table.at["model", "copy_rate"] < 0.5
+    # the data's melodies are diatonic: real-like sets are tonal, uniform noise is not
+    assert table.at[E.FLOOR, "scale_consistency"] > 0.99
+    assert table.at[E.UNIFORM, "scale_consistency_hi"] < 0.9
+    # FD∞ separates the copier (real windows) from uniform noise by orders of magnitude
+    assert table.at["copier", "fmd_inf"] < 0.2 < 10 < table.at[E.UNIFORM, "fmd_inf"]
 
 
 def test_evaluate_sets_rejects_bad_input():
@@ -178,24 +189,29 @@ def test_evaluate_sets_rejects_bad_input():
         E.evaluate_sets(ref, {"a": ref}, fad_embedder=None, n_boot=0)
 
 
-def test_fad_column_with_a_stand_in_embedder(monkeypatch):
-    """FAD plumbing (clip bootstrap) with a cheap embedder: frames = notes' features."""
+def test_fad_columns_with_stand_in_embedders(monkeypatch):
+    """FAD plumbing (bootstrap, FD∞, two embedders) with cheap embedders: a vector per window."""
 
-    def embed_windows(windows, embedder):
-        assert embedder == "stand-in"
-        return [np.asarray(w[:, :2], np.float64) for w in windows]  # 8 frames of 2 dims
+    def window_vectors(windows, embedders, cache=None, progress=False):
+        out = {"stand-in": np.asarray(windows[:, :, 0], np.float32),  # the pitches
+               "other-one": np.asarray(windows[:, :, 1:3].reshape(len(windows), -1), np.float32)}
+        return {e: out[e] for e in embedders}
 
-    monkeypatch.setitem(sys.modules, "midilib.fad",
-                        types.SimpleNamespace(embed_windows=embed_windows))
+    monkeypatch.setitem(sys.modules, "midilib.fad", types.SimpleNamespace(window_vectors=window_vectors))
     ref = E.clip_windows(_music(300, 8))
     sets = {"same": _music(300, 9), "shifted": _music(300, 9) + np.array([7, 0, 0, 0], "f4")}
-    df = E.evaluate_sets(ref, sets, n_boot=40, fad_embedder="stand-in", n_fad=100)
+    df = E.evaluate_sets(ref, sets, n_boot=40, fad_embedder=["stand-in", "other-one"], n_fad=250)
     assert df.at["same", "fad_lo"] < df.at["same", "fad_hi"]
     assert df.at["shifted", "fad_lo"] > df.at["same", "fad_hi"]
-    frames = lambda w: np.concatenate(embed_windows(w, "stand-in"))  # noqa: E731
-    expected = M.frechet_distance(*M.gaussian_stats(frames(E.clip_windows(sets["shifted"])[:100])),
-                                  *M.gaussian_stats(frames(ref[:100])))
+    assert df.at["shifted", "fad_inf_lo"] > df.at["same", "fad_inf_hi"]
+    assert (df["n_fad"] == 250).all()
+    assert {"fad_other_one", "fad_inf_other_one", "fad_inf_other_one_lo"} <= set(df.columns)
+    vec = lambda w: window_vectors(w, ["stand-in"])["stand-in"].astype(np.float64)  # noqa: E731
+    expected = M.frechet_distance(*M.gaussian_stats(vec(E.clip_windows(sets["shifted"])[:250])),
+                                  *M.gaussian_stats(vec(ref[:250])))
     assert df.at["shifted", "fad"] == pytest.approx(expected, rel=1e-6)
+    assert "fad_inf_other_one" in E.metric_columns(df)
+    assert R.embedder_agreement(df) is None  # fewer than 3 rows: no rank correlation
 
 
 def test_missing_fad_module_is_a_clear_error(monkeypatch):
@@ -209,7 +225,7 @@ def test_missing_fad_module_is_a_clear_error(monkeypatch):
 
 
 def test_write_results_and_describe(table, tmp_path):
-    csv_path, md_path = E.write_results(table, tmp_path / "out", ["Profile: smoke", "Corpus: x"])
+    csv_path, md_path = R.write_results(table, tmp_path / "out", ["Profile: smoke", "Corpus: x"])
     back = pd.read_csv(csv_path, index_col="set")
     assert list(back.index) == list(table.index)
     np.testing.assert_allclose(back["fmd"], table["fmd"], rtol=1e-5)
@@ -217,33 +233,33 @@ def test_write_results_and_describe(table, tmp_path):
     assert md.startswith("Profile: smoke") and "| fmd | ↓ |" in md
     assert f"| metric | better | {E.FLOOR} | model |" in md
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["results.csv", "results.md"]
-    text = E.describe_results(table)
+    text = R.describe_results(table)
     best = table.loc[["model", "copier"], "fmd"].idxmin()
-    assert f"- fmd (lower is better): {best} {E._cell(table, best, 'fmd')}" in text
+    assert f"- fmd (lower is better): {best} {R.cell(table, best, 'fmd')}" in text
     assert "- model:" in text and "like the floor" in text
-    assert E.describe_results(table.loc[list(E.CALIBRATION)]).startswith("No model sets")
+    assert R.describe_results(table.loc[list(E.CALIBRATION)]).startswith("No model sets")
 
 
 def test_cells_are_rounded_sensibly():
     df = pd.DataFrame({"fmd": [0.012345, 123.456], "fmd_lo": [0.01, 120.0],
                        "fmd_hi": [0.015, 130.0]}, index=["a", "b"])
-    assert E._cell(df, "a", "fmd") == "0.0123 [0.0100, 0.0150]"
-    assert E._cell(df, "b", "fmd") == "123 [120, 130]"
+    assert R.cell(df, "a", "fmd") == "0.0123 [0.0100, 0.0150]"
+    assert R.cell(df, "b", "fmd") == "123 [120, 130]"
 
 
 def test_update_readme_between_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# T\nintro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
-    E.update_readme(readme, "| new | table |\n")
+    R.update_readme(readme, "| new | table |\n")
     assert readme.read_text() == ("# T\nintro\n<!-- results:start -->\n| new | table |\n"
                                   "<!-- results:end -->\nend\n")
-    E.update_readme(readme, "again")
+    R.update_readme(readme, "again")
     assert "new" not in readme.read_text() and "again" in readme.read_text()
     readme.write_text("no markers here\n")
     with pytest.raises(ValueError, match="not both found"):
-        E.update_readme(readme, "x")
+        R.update_readme(readme, "x")
     with pytest.raises(FileNotFoundError):
-        E.update_readme(tmp_path / "missing.md", "x")
+        R.update_readme(tmp_path / "missing.md", "x")
 
 
 # --- CLI glue ----------------------------------------------------------------------------------
@@ -253,35 +269,36 @@ def test_load_samples_specs_and_errors(tmp_path):
     windows = _music(10, 0)
     np.savez(tmp_path / "samples.npz", samples=windows)
     np.savez(tmp_path / "windows.npz", train=windows[:6], test=windows[6:])
-    name, w = E.load_samples(f"vae={tmp_path / 'samples.npz'}")
+    name, w = C.load_samples(f"vae={tmp_path / 'samples.npz'}")
     assert name == "vae" and np.array_equal(w, windows)
-    name, w = E.load_samples(f"train={tmp_path / 'windows.npz'}:train")
+    name, w = C.load_samples(f"train={tmp_path / 'windows.npz'}:train")
     assert name == "train" and len(w) == 6
     with pytest.raises(FileNotFoundError, match="no such samples file"):
-        E.load_samples(f"x={tmp_path / 'nope.npz'}")
+        C.load_samples(f"x={tmp_path / 'nope.npz'}")
     with pytest.raises(ValueError, match="no array 'valid'"):
-        E.load_samples(f"x={tmp_path / 'windows.npz'}:valid")
+        C.load_samples(f"x={tmp_path / 'windows.npz'}:valid")
     with pytest.raises(ValueError, match="NAME=PATH"):
-        E.load_samples(str(tmp_path / "samples.npz"))
+        C.load_samples(str(tmp_path / "samples.npz"))
     np.savez(tmp_path / "flat.npz", samples=np.zeros((3, 4)))
     with pytest.raises(ValueError, match="expected \\(n, window, 4\\)"):
-        E.load_samples(f"x={tmp_path / 'flat.npz'}")
+        C.load_samples(f"x={tmp_path / 'flat.npz'}")
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(ValueError, match="not a readable"):
-        E.load_samples(f"x={tmp_path / 'junk.npz'}")
+        C.load_samples(f"x={tmp_path / 'junk.npz'}")
 
 
 def test_run_evaluation_end_to_end(tmp_path):
     train, test = _synthetic_split()
-    np.savez(tmp_path / "windows.npz", train=train, test=test)
+    np.savez(tmp_path / "windows.npz", train=train, test=test, train_file=np.arange(len(train)) // 50,
+             test_file=np.arange(len(test)) // 50)
     np.savez(tmp_path / "samples.npz", samples=_music(500, 11), seconds_per_10k=np.float64(3.0))
-    df = E.run_evaluation(tmp_path, [f"ddpm={tmp_path / 'samples.npz'}"], tmp_path / "res",
+    df = C.run_evaluation(tmp_path, [f"ddpm={tmp_path / 'samples.npz'}"], tmp_path / "res",
                           embedder=None, n=200, seed=0, n_boot=20, title_lines=["Profile: test"])
     assert df.at["ddpm", "n"] == 200 and df.at["ddpm", "sec_per_10k"] == 3.0
     md = (tmp_path / "res" / "results.md").read_text()
-    assert md.startswith("Profile: test") and "Machine:" in md and "200 of 600 test windows" in md
+    assert md.startswith("Profile: test") and "Machine:" in md and "200 of 600 test windows" in md and "from 12 pieces" in md
     with pytest.raises(FileNotFoundError, match="windows.npz"):
-        E.run_evaluation(tmp_path / "none", [], tmp_path / "res")
+        C.run_evaluation(tmp_path / "none", [], tmp_path / "res")
 
 
 def test_floor_beats_uniform_on_real_corpus():

@@ -252,3 +252,46 @@ def test_bootstrap_ci_over_groups_is_wider_for_clustered_data():
         M.bootstrap_ci(np.mean, values, groups=groups[:5])
     with pytest.raises(ValueError, match="alpha"):
         M.bootstrap_ci(np.mean, values, alpha=1.5)
+
+
+def _window(pitches, deltas=None):
+    w = np.zeros((1, len(pitches), 4), dtype=np.float32)
+    w[0, :, 0] = pitches
+    w[0, :, 1] = 0.5
+    w[0, :, 2] = 0.25 if deltas is None else deltas
+    w[0, :, 3] = 0.3
+    return w
+
+
+def test_scale_consistency_hand_computed():
+    c_major = _window([60, 62, 64, 65, 67, 69, 71, 72])
+    assert M.scale_consistency(c_major)[0] == 1.0
+    a_minor = _window([57, 59, 60, 62, 64, 65, 67, 69])  # natural minor = relative major's set
+    assert M.scale_consistency(a_minor)[0] == 1.0
+    chromatic = _window([60, 61, 62, 63, 64, 65, 66, 67])
+    assert M.scale_consistency(chromatic)[0] == pytest.approx(5 / 8)  # best key holds 5 of 8
+    rng = np.random.default_rng(0)
+    noise = np.zeros((4000, 8, 4), np.float32)
+    noise[..., 0] = rng.integers(0, 128, (4000, 8))
+    assert 0.80 < M.scale_consistency(noise).mean() < 0.86  # random pitches: about 0.83
+
+
+def test_pitch_class_entropy_hand_computed():
+    assert M.pitch_class_entropy(_window([60] * 8))[0] == 0.0
+    assert M.pitch_class_entropy(_window([60, 72] * 4))[0] == 0.0  # octaves share a class
+    assert M.pitch_class_entropy(_window([60, 62] * 4))[0] == pytest.approx(1.0)
+    assert M.pitch_class_entropy(_window(range(60, 68)))[0] == pytest.approx(3.0)
+
+
+def test_ioi_entropy_hand_computed():
+    steady = _window([60] * 8, [1.0] + [0.25] * 7)  # the first gap points outside: ignored
+    assert M.ioi_entropy(steady)[0] == 0.0
+    jitter = _window([60] * 8, [0.0, 0.25, 0.26, 0.24, 0.25, 0.255, 0.245, 0.25])  # one bin
+    assert M.ioi_entropy(jitter)[0] == 0.0
+    two = _window([60] * 8, [0.0, 0.0, 0.5, 0.0, 0.5, 0.0, 0.5, 0.5])  # chords and half notes
+    assert M.ioi_entropy(two)[0] == pytest.approx(-(3 / 7) * np.log2(3 / 7) - (4 / 7) * np.log2(4 / 7))
+    spread = _window([60] * 8, [0.0, 0.03, 0.06, 0.12, 0.24, 0.48, 0.96, 1.92])  # 7 octaves apart
+    assert M.ioi_entropy(spread)[0] == pytest.approx(np.log2(7))
+    edges = M.ioi_edges(2.0)
+    assert edges[0] == 0.0 and edges[1] == M.CHORD_TOL and edges[-1] >= 2.0
+    assert np.allclose(edges[2:] / edges[1:-1], np.sqrt(2))

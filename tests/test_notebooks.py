@@ -40,7 +40,7 @@ def records(figures: Path, name: str) -> dict:
 def test_eda_records(executed):
     r = records(executed, "01_eda")
     assert (r["profile"], r["files"], r["notes"]) == ("smoke", 24, 7585)
-    assert (r["train_windows"], r["test_windows"]) == (869, 66)
+    assert (r["train_windows"], r["valid_windows"], r["test_windows"]) == (611, 151, 173)
     assert 0 < r["clipped_duration"] < 0.05 and 0.3 < r["chord_share"] < 0.9
     for name in ("01_composers", "01_histograms", "01_piano_roll", "01_notes_per_second"):
         assert (executed / f"{name}.png").stat().st_size > 10_000
@@ -48,8 +48,8 @@ def test_eda_records(executed):
 
 def test_tokenization_records(executed):
     r = records(executed, "02_tokenization")
-    assert r["train_shape"] == [869, 8, 4] and r["test_shape"] == [66, 8, 4]
-    assert (r["train_files"], r["test_files"]) == (22, 2)
+    assert r["train_shape"] == [611, 8, 4] and r["valid_shape"] == [151, 8, 4] and r["test_shape"] == [173, 8, 4]
+    assert (r["train_files"], r["valid_files"], r["test_files"]) == (16, 4, 4)  # MIN_PIECES: 24 // 5
     assert r["round_trip_error"] < 1e-4
     assert (executed / "02_round_trip.mid").exists()
 
@@ -86,6 +86,8 @@ def test_ddpm_records(executed):
 def test_ddim_records(executed):
     r = records(executed, "05_ddim")
     assert set(r["sweep"]) == {"DDIM-5", "DDIM-10", "DDIM-20", "DDIM-50", "DDIM-100", "DDPM-100"}
+    # the sweep is scored on valid with FD∞ and the floor beside it: real music is far closer
+    assert all(r["floor_fmd_inf"] < row["fmd_inf"] for row in r["sweep"].values())
     assert r["lstm_parameters"] == 8_056
     assert r["context_kept"] and r["continuation_notes"] == 16 + 12 * 4
 
@@ -96,6 +98,11 @@ def test_evaluation_records(executed):
     assert {"VAE", "DDPM-100", "DDIM-50"} <= set(r["rows"])
     floor, uniform = "floor (train vs test)", "baseline: uniform"
     assert r["fmd"][floor] < r["fmd"][uniform]
+    assert r["fmd_inf"][floor] < 0.2 * r["fmd_inf"][uniform]  # FD∞ (4 test pieces at smoke)
+    # scale consistency: real music is tonal, uniform pitches are not (~0.83 on 8 notes)
+    assert r["scale_consistency"][floor] > 0.93 > 0.86 > r["scale_consistency"][uniform]
+    assert r["reference_scale_consistency"] > 0.93
     if r["fad"]:  # weights present: FAD separates real music from uniform noise
         assert r["fad"][floor] < r["fad"][uniform]
+        assert set(r["fad_inf_basic_pitch"]) == set(r["rows"])  # the second embedder fills every row
     assert (executed / "results.csv").exists() and (executed / "results.md").exists()

@@ -116,7 +116,7 @@ def test_fuzz_set_is_skipped_with_reasons_and_good_files_are_kept(mixed_corpus, 
         n = len(read_events(root / name))
         assert int(row["notes"]) == n and int(row["windows"]) == n // 8
         expected_windows += n // 8
-    assert len(result.train) + len(result.test) == expected_windows
+    assert len(result.train) + len(result.valid) + len(result.test) == expected_windows
     row = manifest[good[1]]
     assert row["composer"] == "Chopin, Frédéric" and row["title"] == "Étude Op. 10, No. 1"
     assert "skipped" in result.summary and f"{len(good)} files ok" in result.summary
@@ -144,9 +144,44 @@ def test_windows_npz_layout_split_by_file_and_order(mixed_corpus, tmp_path):
     np.testing.assert_array_equal(again.train, result.train)  # parallel == sequential, seeded split
 
 
+def test_three_splits_by_piece_and_test_unchanged_by_valid():
+    from midilib.prepare import assign_splits
+
+    labels = assign_splits(50, 0.1, 0.1, 7)
+    assert (labels == "test").sum() == 8 and (labels == "valid").sum() == 8  # MIN_PIECES
+    labels = assign_splits(200, 0.1, 0.1, 7)
+    assert (labels == "test").sum() == 20 and (labels == "valid").sum() == 20
+    np.testing.assert_array_equal(labels == "test", split_files(200, 0.1, 7))  # test as before valid existed
+    assert (assign_splits(50, 0.1, 0.0, 7) == "valid").sum() == 0
+    groups = [i // 2 for i in range(40)]  # 20 pieces of 2 files
+    labels = assign_splits(40, 0.1, 0.1, 1, groups)
+    for g in range(20):
+        assert labels[2 * g] == labels[2 * g + 1]
+    assert list(assign_splits(2, 0.1, 0.1, 0)).count("train") == 1  # a training piece remains
+
+
+def test_valid_split_is_written_and_options_checked(mixed_corpus, tmp_path):
+    root, _, good = mixed_corpus
+    result = prepare(root, tmp_path / "out", PrepareParams(test_fraction=0.3, valid_fraction=0.3),
+                     progress=False)
+    with np.load(tmp_path / "out" / "windows.npz") as data:
+        assert {"train", "valid", "test", "train_file", "valid_file", "test_file"} <= set(data.files)
+        ids = [set(data[f"{s}_file"]) for s in ("train", "valid", "test")]
+    assert all(a.isdisjoint(b) for i, a in enumerate(ids) for b in ids[i + 1:])
+    splits = [r["split"] for r in result.manifest if r["status"] == "ok"]
+    assert splits.count("valid") == round(0.3 * len(good)) and "valid" in result.summary
+    assert len(result.valid) == len(result.valid_file) > 0
+    for bad, match in ((PrepareParams(valid_fraction=-0.1), "--valid-fraction"),
+                       (PrepareParams(test_fraction=0.5, valid_fraction=0.5), "must be < 1")):
+        with pytest.raises(ValueError, match=match):
+            prepare(root, tmp_path / "bad", bad, progress=False)
+
+
 def test_split_fraction_zero_and_bounds():
     assert not split_files(10, 0.0, 0).any()
-    assert split_files(10, 0.1, 0).sum() == 1
+    assert split_files(9, 0.1, 0).sum() == 1
+    assert split_files(10, 0.1, 0).sum() == 2  # at least pieces // 5 ...
+    assert split_files(100, 0.01, 0).sum() == 8  # ... up to MIN_PIECES: enough to resample
     assert split_files(2, 0.01, 0).sum() == 1  # at least one test file
     np.testing.assert_array_equal(split_files(50, 0.1, 7), split_files(50, 0.1, 7))
     assert not np.array_equal(split_files(50, 0.5, 1), split_files(50, 0.5, 2))
@@ -169,8 +204,9 @@ def test_real_sample_corpus(sample_dir, tmp_path):
     assert all(r["status"] == "ok" for r in result.manifest)
     notes = sum(int(r["notes"]) for r in result.manifest)
     assert notes == 214731
-    assert len(result.train) + len(result.test) == sum(int(r["windows"]) for r in result.manifest)
-    assert sum(r["split"] == "test" for r in result.manifest) == 6  # round(0.1 * 56)
+    assert len(result.train) + len(result.valid) + len(result.test) == sum(int(r["windows"]) for r in result.manifest)
+    assert sum(r["split"] == "test" for r in result.manifest) == 8  # MIN_PIECES (round(0.1 * 56) is 6)
+    assert sum(r["split"] == "valid" for r in result.manifest) == 8
     giant = [r for r in result.manifest if r["composer"] != "unknown"]
     assert {r["composer"] for r in giant} >= {"Liszt, Franz", "Ravel, Maurice"}
 

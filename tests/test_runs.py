@@ -34,7 +34,9 @@ def data_dir(tmp_path_factory) -> Path:
     if not source.exists():
         pytest.skip("no corpus available (run make set-up)")
     out = tmp_path_factory.mktemp("data")
-    prepare(source, out, PrepareParams(max_files=16, test_fraction=0.25), progress=False)
+    # no valid split here: with it, a resumed smoke VAE differed from a straight one by ~1e-8
+    # (a last partial batch of another shape after the restart; see the closing note of issue 12)
+    prepare(source, out, PrepareParams(max_files=16, test_fraction=0.25, valid_fraction=0.0), progress=False)
     return out
 
 

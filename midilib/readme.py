@@ -1,0 +1,136 @@
+"""Every measured number in the README comes from a committed file under figures/.
+
+Each generated block sits between `<!-- NAME:start -->` and `<!-- NAME:end -->`
+and is a copy of one file that a make target writes (`make workbook`, `make
+seeds`, `make bench`). `python -m midilib.readme` (make readme) copies them in;
+tests/test_readme.py fails when a block differs from its file. `measured.md`
+is itself written from the notebooks' records (figures/records/*.json) by
+`measured_markdown`, so the prose numbers of the workbook have a source too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from midilib.atomic import atomic_write
+from midilib.report import block, replace_block
+from midilib.workbook import ROOT
+
+# block name -> source file, relative to the repository root
+BLOCKS: dict[str, str] = {
+    "measured": "figures/measured.md",
+    "results": "figures/results.md",
+    "seeds": "figures/seeds.md",
+    "results-giantmidi-sample": "figures/giantmidi-sample-a479ab05/results.md",
+    "measured-giantmidi-sample": "figures/giantmidi-sample-a479ab05/measured.md",
+    "seeds-giantmidi-sample": "figures/giantmidi-sample-a479ab05/seeds.md",
+    "bench": "figures/bench.md",
+    "bench-gpu": "figures/bench-gpu.md",
+}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def blocks_in(text: str) -> list[str]:
+    """Names of the generated blocks present in a README text."""
+    return [name for name in BLOCKS if markers(name)[0] in text]
+
+
+def _load(figures: Path, name: str) -> dict:
+    path = figures / "records" / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _f(x: float, d: int = 3) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{x:.{d}f}"
+
+
+def measured_markdown(figures: str | Path) -> str:
+    """The workbook's headline figures, as bullet points, from figures/records/*.json."""
+    figures = Path(figures)
+    wb, eda = _load(figures, "workbook"), _load(figures, "01_eda")
+    vae, ddpm, ddim, ev = (_load(figures, n) for n in ("03_vae", "04_ddpm", "05_ddim", "06_evaluation"))
+    lines = []
+    if wb:
+        parts = ", ".join(f"{k.split('_')[0]} {v:.0f} s" for k, v in wb["seconds"].items())
+        lines.append(f"* `make workbook PROFILE={wb['profile']}` on `{wb['source']}` ran in "
+                     f"**{sum(wb['seconds'].values()):.0f} s** ({parts}) on {wb['machine']}"
+                     + (" (trained models reused)" if wb.get("reused") else "") + ";")
+    if eda:
+        lines.append(f"* data: {eda['files']} files, {eda['notes']:,} notes; {eda['train_windows']:,} train / "
+                     f"{eda.get('valid_windows', 0):,} valid / {eda['test_windows']:,} test windows, split by piece;")
+    if vae:
+        line = (f"* **VAE** ({vae['parameters']:,} parameters, {vae['epochs']} epochs): on the validation files "
+                f"pitch accuracy {_f(vae['pitch_accuracy'])}, note IoU {_f(vae['note_iou'])} (baselines: most "
+                f"common pitch {_f(vae['baseline_common'])}; nearest training window {_f(vae['baseline_nn'])}, "
+                f"IoU {_f(vae['nn_iou'])})")
+        if "vae_test_pitch_accuracy" in ev:
+            line += (f"; on the test files, read once in notebook 06: pitch accuracy "
+                     f"{_f(ev['vae_test_pitch_accuracy'])}, note IoU {_f(ev['vae_test_note_iou'])}")
+        lines.append(line + f"; {vae['seconds_per_10k']:.2f} s per 10,000 samples;")
+    if ddpm:
+        epochs = f", {ddpm['epochs']} epochs in {ddpm['train_seconds']:.0f} s" if "epochs" in ddpm else ""
+        lines.append(f"* **diffusion** ({ddpm['parameters']:,} parameters{epochs}): DDPM and DDIM from one "
+                     f"denoiser;")
+    if ddim:
+        sweep = ddim["sweep"]
+        ddim_rows = sorted((k for k in sweep if k.startswith("DDIM")), key=lambda k: int(k.split("-")[1]))
+        steps = "; ".join(f"{k.split('-')[1]} steps {_f(sweep[k].get('fmd_inf', np.nan), 2)}" for k in ddim_rows)
+        lines.append(f"* DDIM on the validation files, fmd_inf by step count: {steps} (floor "
+                     f"{_f(ddim.get('floor_fmd_inf', np.nan), 2)}); DDIM-50 is {ddim['speedup_ddim50']:.1f}× "
+                     f"faster than DDPM in the same run;")
+    if ev:
+        timings = ", ".join(f"{k} {v:.1f} s" for k, v in ev["seconds_per_10k"].items())
+        lines.append(f"* seconds of model time per 10,000 windows: {timings}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_measured(figures: str | Path) -> Path:
+    path = Path(figures) / "measured.md"
+    atomic_write(path, measured_markdown(figures))
+    return path
+
+
+def sync(readme: str | Path = ROOT / "README.md", root: Path = ROOT) -> list[str]:
+    """Copy every generated block's source file into the README; returns the names updated."""
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    done = []
+    for name in blocks_in(text):
+        source = root / BLOCKS[name]
+        if not source.exists():
+            print(f"[readme] {source} missing: block {name!r} left as it is", file=sys.stderr)
+            continue
+        text = replace_block(text, source.read_text(encoding="utf-8"), *markers(name), str(path))
+        done.append(name)
+    atomic_write(path, text)
+    return done
+
+
+def stale(readme: str | Path = ROOT / "README.md", root: Path = ROOT) -> list[str]:
+    """Names of README blocks that differ from their source files (or whose file is missing)."""
+    text = Path(readme).read_text(encoding="utf-8")
+    out = []
+    for name in blocks_in(text):
+        source = root / BLOCKS[name]
+        if not source.exists() or block(text, *markers(name)) != source.read_text(encoding="utf-8").strip():
+            out.append(name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    for figures in (ROOT / "figures", ROOT / "figures" / "giantmidi-sample-a479ab05"):
+        if (figures / "records" / "workbook.json").exists():
+            write_measured(figures)
+    print("updated:", ", ".join(sync()) or "nothing")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
