@@ -44,7 +44,7 @@ workbook: $(STAMP)
 
 # how far a headline metric moves across training seeds (writes figures/.../seeds.md)
 seeds: $(STAMP)
-	$(BIN)/python -m midilib.seeds --profile $(PROFILE) --source $(SOURCE)
+	$(BIN)/python -m midilib.seeds --profile $(PROFILE) --source $(SOURCE) --embedders musicnn
 
 # copy every generated README block from its file under figures/ (tests/test_readme.py checks them)
 readme: $(STAMP)

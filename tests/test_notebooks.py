@@ -68,7 +68,8 @@ def test_vae_records(executed):
     r = records(executed, "03_vae")
     assert r["parameters"] == 44_198 and r["epochs"] >= 1
     assert r["final_loss"] < r["first_loss"]  # it learns
-    assert 0.0 <= r["pitch_accuracy"] <= 1.0 and 0.0 <= r["note_iou"] <= 1.0
+    # an untrained or broken VAE scores ~0.02 / ~0.00 here; the smoke one ~0.08 / ~0.16
+    assert r["pitch_accuracy"] > 0.05 and r["note_iou"] > 0.08
     assert r["baseline_nn"] > r["baseline_common"]  # the nearest neighbour beats a constant
     assert r["seconds_per_10k"] > 0
     for name in ("03_schedules", "03_training", "03_reconstructions", "03_samples", "03_walk_interpolation"):

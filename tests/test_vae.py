@@ -74,7 +74,7 @@ def test_value_weight_scales_the_values_term_only():
         model = build_vae(dataclasses.replace(TINY, value_weight=weight))
         torch.manual_seed(1)
         loss, logs = model.training_loss(batch, epoch=3)
-        terms.append((float(loss), float(logs["ce"]), float(logs["mse"]), float(logs["kl"])))
+        terms.append((float(loss.detach()), float(logs["ce"]), float(logs["mse"]), float(logs["kl"])))
     (l1, ce1, mse1, kl1), (l10, ce10, mse10, kl10) = terms
     assert (ce1, mse1, kl1) == pytest.approx((ce10, mse10, kl10))
     assert l10 - l1 == pytest.approx(9.0 * mse1, rel=1e-4)
