@@ -85,6 +85,17 @@ def write_results(
     return csv_path, md_path
 
 
+def refresh_markdown(out_dir: str | Path) -> Path:
+    """Rewrite results.md from results.csv, keeping its title lines: the reading follows the code."""
+    out_dir = Path(out_dir)
+    md_path = out_dir / "results.md"
+    df = pd.read_csv(out_dir / "results.csv", index_col="set")
+    old = md_path.read_text().splitlines() if md_path.exists() else []
+    title = [line.removesuffix("  ") for line in old[: old.index("")]] if "" in old else []
+    atomic_write(md_path, results_markdown(df, title))
+    return md_path
+
+
 def replace_block(text: str, body: str, start_marker: str, end_marker: str, where: str = "text") -> str:
     """text with the part between the two markers (kept) replaced by body."""
     start, end = text.find(start_marker), text.find(end_marker)
@@ -205,6 +216,40 @@ def embedder_agreement(df: pd.DataFrame) -> str | None:
     return "Embedders: " + "; ".join(parts) + "." if parts else None
 
 
+def agreed_verdict(df: pd.DataFrame) -> list[str]:
+    """What every audio embedder's FD∞ interval says alike: the verdict the README states.
+
+    A model is distinguishable from the floor (or like it) when its FD∞ interval
+    avoids (or overlaps) the floor's under every embedder; a pair of models is
+    ordered when its intervals are apart under every embedder, in the same direction.
+    """
+    cols = [c for c in df.columns if (c == "fad_inf" or c.startswith("fad_inf_"))
+            and not c.endswith(("_lo", "_hi")) and df[c].notna().any()]
+    if len(cols) < 2:
+        return []
+    models = [s for s in df.index if s not in CALIBRATION and np.isfinite(df.loc[s, cols]).all()]
+    names = " and ".join(cols)
+    out = []
+    if FLOOR in df.index and models:
+        apart = [s for s in models if not any(_overlap(df, s, FLOOR, c) for c in cols)]
+        same = [s for s in models if all(_overlap(df, s, FLOOR, c) for c in cols)]
+        split = [s for s in models if s not in apart and s not in same]
+        out.append(f"Both {names} place apart from the floor: {', '.join(apart) or 'none'}; "
+                   f"like the floor under both: {', '.join(same) or 'none'}"
+                   + (f"; the embedders disagree on: {', '.join(split)}." if split else "."))
+    pairs = []
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            signs = {np.sign(df.at[a, c] - df.at[b, c]) for c in cols}
+            if len(signs) == 1 and not any(_overlap(df, a, b, c) for c in cols):
+                better, worse = (a, b) if signs.pop() < 0 else (b, a)
+                pairs.append(f"{better} < {worse}")
+    if len(models) > 1:
+        out.append(f"Pairs of models both {names} separate, in the same order (better first): "
+                   f"{'; '.join(pairs) or 'none'}.")
+    return out
+
+
 def describe_results(df: pd.DataFrame) -> str:
     """A short reading of the table, every number taken from it.
 
@@ -244,6 +289,9 @@ def describe_results(df: pd.DataFrame) -> str:
     agreement = embedder_agreement(df)
     if agreement:
         lines += ["", agreement]
+    verdict = agreed_verdict(df)
+    if verdict:
+        lines += ["", "The verdict both audio embedders agree on:", *(f"- {line}" for line in verdict)]
     if "copy_rate" in df.columns:
         parts = [f"{s} {cell(df, s, 'copy_rate')}" for s in models]
         if FLOOR in df.index:

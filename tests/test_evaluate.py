@@ -315,3 +315,19 @@ def test_floor_beats_uniform_on_real_corpus():
         floor, uniform = df.at[E.FLOOR, m], df.at[E.UNIFORM, m]
         assert (floor > uniform) if E.METRICS[m][0] else (floor < uniform), m
     assert df.at[E.FLOOR, "fmd"] < df.at[E.MARGINALS, "fmd"]
+
+
+def test_agreed_verdict_states_only_what_both_embedders_say():
+    def row(a, b):  # (value, half-width) under fad_inf and under fad_inf_bp
+        return {"fad_inf": a[0], "fad_inf_lo": a[0] - a[1], "fad_inf_hi": a[0] + a[1],
+                "fad_inf_bp": b[0], "fad_inf_bp_lo": b[0] - b[1], "fad_inf_bp_hi": b[0] + b[1]}
+    df = pd.DataFrame({E.FLOOR: row((0.1, 0.2), (0.01, 0.01)),
+                       "good": row((0.2, 0.1), (0.05, 0.01)),     # like the floor in one, apart in the other
+                       "bad": row((5.0, 0.5), (0.30, 0.02)),      # apart from the floor and from good in both
+                       "flip": row((3.0, 0.5), (0.04, 0.005))}).T  # apart from the floor in both
+    verdict = R.agreed_verdict(df)
+    assert verdict[0] == ("Both fad_inf and fad_inf_bp place apart from the floor: bad, flip; "
+                          "like the floor under both: none; the embedders disagree on: good.")
+    # good < bad and flip < bad under both; good vs flip: fad_inf says good, fad_inf_bp says flip
+    assert verdict[1].endswith("(better first): good < bad; flip < bad.")
+    assert R.agreed_verdict(df[["fad_inf", "fad_inf_lo", "fad_inf_hi"]]) == []  # one embedder: nothing to agree
