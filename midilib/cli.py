@@ -50,7 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.model, args.data, args.profile, args.out, epochs=args.epochs, max_steps=args.max_steps,
         device=args.device, seed=args.seed, resume=args.resume, denoiser=args.denoiser,
         schedule=args.schedule, batch_size=args.batch_size, max_minutes=args.max_minutes,
-        precision=args.precision, value_weight=args.value_weight, reuse=False, progress=not args.quiet,
+        precision=args.precision, value_weight=args.value_weight, value_head=args.value_head, reuse=False, progress=not args.quiet,
     )
     final = result["final"]
     line = f"{args.model}: {result['parameters']:,} parameters; epoch {final.get('epoch')} loss {final.get('loss', float('nan')):.4f}"
@@ -242,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--denoiser", choices=("lstm", "transformer"), default=None)
     p.add_argument("--schedule", choices=("linear", "cosine"), default=None)
     p.add_argument("--value-weight", type=float, default=None,
-                   help="VAE only: weight of the values' MSE against the pitch cross-entropy")
+                   help="VAE only: weight of the values' term against the pitch cross-entropy")
+    p.add_argument("--value-head", choices=("mse", "classes"), default=None,
+                   help="VAE only: velocity/delta/duration by softplus MSE (the original's) or as classes")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("generate", help="generate windows with a trained run")

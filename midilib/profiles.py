@@ -45,9 +45,17 @@ class VAEConfig:
     dec_fc: int = 32
     latent: int = 1024
     dropout: float = 0.5
-    # weight of the velocity/delta/duration MSE against the pitch cross-entropy; the
-    # original's 1 leaves timing cheap next to the KL term, so the code drops it
+    # weight of the velocity/delta/duration term against the pitch cross-entropy; the
+    # original's 1 leaves an MSE cheap next to the KL term, so the code drops timing
     value_weight: float = 1.0
+    # how velocity, delta and duration are emitted: "mse" (the original: softplus regression, which
+    # predicts the conditional mean) or "classes" (a categorical over a grid per value, trained with
+    # cross-entropy: reconstruction takes the mode, sampling draws from it)
+    value_head: str = "mse"
+    value_bins: int = 64  # grid size per value for value_head="classes"
+    # KL free bits (MusicVAE): nats of KL per window that cost nothing, so the posterior keeps them
+    free_bits: float = 0.0
+    beta_max: float = 0.1  # the KL weight's final value (reached by 0.01 per epoch)
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,9 @@ class DiffusionConfig:
     tf_layers: int = 6
     tf_heads: int = 4
     tf_dropout: float = 0.0
+    # how pitch enters the diffusion space: "linear" (the original: p / 63.5 - 1, one channel) or
+    # "fifths" (pitch class on the circle of fifths as (cos, sin) plus the linear height: 3 channels)
+    pitch_code: str = "linear"
 
 
 @dataclass(frozen=True)

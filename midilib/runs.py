@@ -70,6 +70,7 @@ def resolve_config(
     max_minutes: float | None = None,
     precision: str | None = None,
     value_weight: float | None = None,
+    value_head: str | None = None,
 ) -> tuple[dict, TrainConfig]:
     """The fully resolved description of a training run and its TrainConfig."""
     prof = get_profile(profile)
@@ -77,8 +78,13 @@ def resolve_config(
         raise ValueError(f"--value-weight is a VAE setting, not one of {kind!r}")
     if value_weight is not None and not 0 < value_weight < float("inf"):
         raise ValueError(f"--value-weight must be > 0 and finite, got {value_weight}")
+    if value_head is not None and kind != "vae":
+        raise ValueError(f"--value-head is a VAE setting, not one of {kind!r}")
+    if value_head is not None and value_head not in ("mse", "classes"):
+        raise ValueError(f"--value-head must be mse or classes, got {value_head!r}")
     if kind == "vae":
-        model_cfg, train_cfg = asdict(override(prof.vae, value_weight=value_weight)), prof.vae_train
+        model_cfg = asdict(override(prof.vae, value_weight=value_weight, value_head=value_head))
+        train_cfg = prof.vae_train
     elif kind == "ddpm":
         model_cfg = asdict(override(prof.diffusion, denoiser=denoiser, schedule=schedule))
         train_cfg = prof.diffusion_train
@@ -122,13 +128,14 @@ def train_model(
     max_minutes: float | None = None,
     precision: str | None = None,
     value_weight: float | None = None,
+    value_head: str | None = None,
     reuse: bool = True,
     progress: bool = True,
 ) -> dict:
     """Train `kind` on DIR/windows.npz into RUN; returns metrics.json's content."""
     config, train_cfg = resolve_config(
         kind, profile, data_dir, epochs, max_steps, denoiser, schedule, batch_size, max_minutes, precision,
-        value_weight,
+        value_weight, value_head,
     )
     out = Path(out)
     full_config = {**config, "train": asdict(train_cfg), "seed": seed}

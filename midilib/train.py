@@ -258,14 +258,24 @@ def normalized(config: dict) -> dict:
     """A stored run config in today's terms: fields added since mean what runs did before them.
 
     Runs made before `precision` existed trained under bf16 autocast on CUDA; VAE runs
-    made before `value_weight` weighed the values' MSE by 1.
+    made before `value_weight`, `value_head`, `free_bits` and `beta_max` weighed a softplus
+    MSE by 1 with no free bits and beta rising to 0.1; diffusion runs made before
+    `pitch_code` coded pitch linearly.
     """
     config = dict(config)
     if "train" in config and "precision" not in config["train"]:
         config["train"] = {**config["train"], "precision": "bf16"}
-    if isinstance(config.get("vae"), dict) and "value_weight" not in config["vae"]:
-        config["vae"] = {**config["vae"], "value_weight": 1.0}
+    for section, legacy in _LEGACY.items():
+        if isinstance(config.get(section), dict):
+            config[section] = {**legacy, **config[section]}
     return config
+
+
+# what a run's config meant before each field existed
+_LEGACY = {
+    "vae": {"value_weight": 1.0, "value_head": "mse", "value_bins": 64, "free_bits": 0.0, "beta_max": 0.1},
+    "ddpm": {"pitch_code": "linear"},
+}
 
 
 def _append_log(path: Path, row: dict) -> None:

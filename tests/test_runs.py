@@ -173,12 +173,15 @@ def test_a_bad_value_weight_fails_before_anything_is_written(data_dir, tmp_path,
     assert not run.exists()
 
 
-def test_configs_from_before_value_weight_mean_weight_1():
-    """A VAE config.json without vae.value_weight (older code) weighed the MSE by 1."""
+def test_configs_from_before_new_fields_mean_what_those_runs_did():
+    """A VAE config.json from older code weighed a softplus MSE by 1, without free bits;
+    an older diffusion config coded pitch linearly. Fields a run stored are kept."""
     old = {"model": "vae", "vae": {"latent": 16}, "train": {"precision": "fp32"}}
-    assert normalized(old)["vae"] == {"latent": 16, "value_weight": 1.0}
+    assert normalized(old)["vae"] == {"latent": 16, "value_weight": 1.0, "value_head": "mse",
+                                      "value_bins": 64, "free_bits": 0.0, "beta_max": 0.1}
     assert normalized(old)["train"] == {"precision": "fp32"} and old["vae"] == {"latent": 16}
-    assert normalized({"model": "ddpm", "ddpm": {}})["ddpm"] == {}
+    assert normalized({"model": "ddpm", "ddpm": {}})["ddpm"] == {"pitch_code": "linear"}
+    assert normalized({"ddpm": {"pitch_code": "fifths"}})["ddpm"] == {"pitch_code": "fifths"}
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def decode_rows(model, forcing: float, training: bool = True) -> torch.Tensor:
     model.train(training)
     z = torch.randn(1, TINY.latent, generator=torch.Generator().manual_seed(0)).repeat(32, 1)
     pitch, values = model.scale(torch.from_numpy(random_windows(1)).repeat(32, 1, 1))
-    logits, _, _ = model.decode_steps(z, target=(pitch, values), forcing=forcing)
+    logits, _, _, _ = model.decode_steps(z, target=(pitch, values), forcing=forcing)
     return logits
 
 
@@ -250,3 +250,65 @@ def test_learns_to_reconstruct_real_windows():
     vae_acc, base_acc = pitch_accuracy(windows, rec).mean(), pitch_accuracy(windows, base).mean()
     assert vae_acc > max(3 * base_acc, 0.12), (vae_acc, base_acc)  # measured 0.22-0.32 vs 0.04
     assert note_iou(windows, rec).mean() > note_iou(windows, base).mean()  # 0.17-0.18 vs 0.13
+
+
+# --- the categorical value head -------------------------------------------------------------
+
+CLASSES = dataclasses.replace(TINY, value_head="classes", value_bins=32)
+
+
+def test_value_grid_round_trip():
+    from midilib.models.value_grid import ValueGrid
+
+    grid = ValueGrid(64, s_max=2.0, d_max=3.0)
+    vel = torch.arange(128) / 127.0
+    t = torch.tensor([0.0, 0.001, 0.004, 0.03, 0.2, 0.9, 1.999, 2.0])
+    values = torch.stack((vel[:8], t / 2.0, t / 3.0), dim=-1)
+    cls = grid.classes(values)
+    back = grid.values(cls)
+    assert torch.equal(grid.classes(torch.stack((vel, vel * 0, vel * 0), -1))[:, 0], torch.arange(128))
+    torch.testing.assert_close(back[:, 0], vel[:8])  # velocities are exact
+    assert back[0, 1] == 0 and back[1, 1] == 0 and back[0, 2] == 0  # chords keep a zero gap
+    for i, t_max in ((1, 2.0), (2, 3.0)):
+        width = (t + grid.tau) * np.log1p(t_max / grid.tau) / grid.bins  # one class, in seconds
+        assert ((back[:, i] * t_max - t).abs() <= width).all()
+    assert (grid.classes(torch.tensor([[2.0, 5.0, -1.0]])) == torch.tensor([[127, 63, 0]])).all()
+
+
+def test_classes_head_loss_reconstruction_and_sampling():
+    torch.manual_seed(0)
+    model = build_vae(CLASSES)
+    assert model.value_head.out_features == 128 + 2 * 32
+    batch = torch.from_numpy(random_windows(5))
+    loss, logs = model.training_loss(batch, epoch=3)
+    assert torch.isfinite(loss) and "value_ce" in logs and logs["value_ce"] > 0
+    loss.backward()
+    assert model.value_head.weight.grad.abs().sum() > 0
+    rec = reconstruct(model, random_windows(7))
+    velocities = rec[..., 1] * 127
+    np.testing.assert_allclose(velocities, velocities.round(), atol=1e-4)  # on the MIDI grid
+    a, b = sample(model, 6, temperature=1.0, seed=3), sample(model, 6, temperature=1.0, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, sample(model, 6, temperature=1.0, seed=4))
+    assert (a[..., 2] >= 0).all() and (a[..., 2] <= 2).all()
+
+
+def test_free_bits_leave_a_small_kl_unpenalised():
+    batch = torch.from_numpy(random_windows(5))
+    terms = []
+    for free_bits in (0.0, 1e6):
+        torch.manual_seed(0)
+        model = build_vae(dataclasses.replace(TINY, free_bits=free_bits))
+        torch.manual_seed(1)
+        loss, logs = model.training_loss(batch, epoch=20)  # beta at its max
+        terms.append((float(loss.detach()), float(logs["ce"]), float(logs["mse"]), float(logs["kl"])))
+    (l0, ce, mse, kl), (l_free, *_) = terms
+    assert kl > 0 and l0 == pytest.approx(ce + mse + 0.1 * kl, rel=1e-5)
+    assert l_free == pytest.approx(ce + mse, rel=1e-5)  # all of the KL is within the free bits
+
+
+@pytest.mark.parametrize("field, value", [("value_head", "softmax"), ("value_bins", 1),
+                                          ("free_bits", -1.0), ("beta_max", float("nan"))])
+def test_bad_value_head_settings_raise(field, value):
+    with pytest.raises(ValueError, match=f"VAEConfig.{field}"):
+        build_vae(dataclasses.replace(CLASSES, **{field: value}))

@@ -2,8 +2,12 @@
 
 A window of condensed note events (B, W, 4) is encoded to a Gaussian posterior
 over a latent z; the decoder starts from a state computed from z and emits W
-notes one by one (pitch logits + softplus velocity/delta/duration in scaled
-units), with the memory-overwrite module re-injecting z after every step.
+notes one by one (pitch logits, then velocity/delta/duration in scaled units),
+with the memory-overwrite module re-injecting z after every step. The values
+come from one of two heads (`VAEConfig.value_head`): "mse", the original's
+softplus regression, which predicts the conditional mean; or "classes", a
+categorical per value over the grid of midilib.models.value_grid, trained with
+cross-entropy, whose mode reconstructs and whose draws sample.
 
 Fixes over the original study's code (kept on purpose):
 - when not teacher-forced, the decoder is fed the softmax distribution of the
@@ -27,11 +31,13 @@ from torch import Tensor, nn
 from midilib.events import DELTA, DURATION, PITCH, VELOCITY
 from midilib.models import eval_mode
 from midilib.models.memory import MemoryOverwrite
+from midilib.models.value_grid import ValueGrid
 from midilib.profiles import VAEConfig
 from midilib.schedules import kl_beta, teacher_forcing
 
 N_PITCH = 128
 N_VALUES = 3  # velocity, delta, duration
+VALUE_HEADS = ("mse", "classes")
 
 
 class VAE(nn.Module):
@@ -43,7 +49,8 @@ class VAE(nn.Module):
         self.cfg, self.window, self.s_max, self.d_max = cfg, window, s_max, d_max
         # schedule parameters (see midilib.schedules); attributes so a notebook can change them
         self.tf_start, self.tf_step = 0.6, 0.05
-        self.beta_step, self.beta_max = 0.01, 0.1
+        self.beta_step, self.beta_max = 0.01, cfg.beta_max
+        self.grid = ValueGrid(cfg.value_bins, s_max, d_max) if cfg.value_head == "classes" else None
         # encoder
         self.pitch_embed = nn.Embedding(N_PITCH, cfg.pitch_embed)
         self.feature_embed = nn.Linear(N_VALUES, cfg.feature_embed)
@@ -67,7 +74,7 @@ class VAE(nn.Module):
         self.memory = MemoryOverwrite(cfg.dec_hidden)
         self.fc = nn.Linear(cfg.dec_hidden, cfg.dec_fc)
         self.pitch_head = nn.Linear(cfg.dec_fc, N_PITCH)
-        self.value_head = nn.Linear(cfg.dec_fc, N_VALUES)
+        self.value_head = nn.Linear(cfg.dec_fc, sum(self.grid.sizes) if self.grid else N_VALUES)
 
     @property
     def device(self) -> torch.device:
@@ -101,15 +108,18 @@ class VAE(nn.Module):
         forcing: float = 0.0,
         temperature: float = 0.0,
         generator: torch.Generator | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """Run the decoder from z for `length` notes.
 
-        Returns (pitch logits (B, L, 128), scaled values (B, L, 3), pitches (B, L) long).
+        Returns (pitch logits (B, L, 128), scaled values (B, L, 3), pitches (B, L) long,
+        value logits (B, L, 128 + 2 * bins) for the "classes" head, else None).
         `target` = (pitch, values) enables teacher forcing with probability `forcing`,
         drawn per sequence and step from torch's global RNG, in training mode only.
         With temperature 0 the emitted pitch is the argmax and the next input is the
         softmax distribution; with temperature > 0 a pitch is sampled from
         softmax(logits / T) (randomness from `generator`) and fed back one-hot.
+        The "classes" head emits each value's mode at temperature 0 and a draw from
+        softmax(logits / T) otherwise; the emitted values are fed back.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
@@ -127,12 +137,19 @@ class VAE(nn.Module):
         (h_scale, h_shift), (c_scale, c_shift) = self.memory.gates(h0), self.memory.gates(c0)
         force = self.training and target is not None and forcing > 0.0
         x = self.start.expand(batch, -1)
-        logits_out, values_out, pitch_out = [], [], []
+        logits_out, values_out, pitch_out, value_logits_out = [], [], [], []
         for t in range(length):
             out, (h, c) = self.decoder(x.unsqueeze(1), state)
             state = (h * h_scale + h_shift, c * c_scale + c_shift)
             hidden = F.relu(self.fc(out[:, 0]))
-            logits, values = self.pitch_head(hidden), F.softplus(self.value_head(hidden))
+            logits, raw = self.pitch_head(hidden), self.value_head(hidden)
+            if self.grid is None:
+                values = F.softplus(raw)
+            else:
+                values = self.grid.values(torch.stack(
+                    [_sample_pitch(part / temperature, generator) if temperature > 0 else part.argmax(-1)
+                     for part in self.grid.split(raw)], dim=-1))
+                value_logits_out.append(raw)
             if temperature > 0:
                 pitch = _sample_pitch(logits / temperature, generator)
                 pitch_in = F.one_hot(pitch, N_PITCH).to(logits.dtype)
@@ -149,7 +166,8 @@ class VAE(nn.Module):
             logits_out.append(logits)
             values_out.append(values)
             pitch_out.append(pitch)
-        return torch.stack(logits_out, 1), torch.stack(values_out, 1), torch.stack(pitch_out, 1)
+        value_logits = torch.stack(value_logits_out, 1) if value_logits_out else None
+        return torch.stack(logits_out, 1), torch.stack(values_out, 1), torch.stack(pitch_out, 1), value_logits
 
     def forward(self, batch: Tensor, forcing: float = 0.0) -> dict[str, Tensor]:
         """Encode raw events (B, W, 4), draw z, decode with teacher forcing `forcing`.
@@ -159,12 +177,13 @@ class VAE(nn.Module):
         pitch, values = self.scale(batch)
         mu, logvar = self.encode(pitch, values)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
-        logits, pred_values, pred_pitch = self.decode_steps(
+        logits, pred_values, pred_pitch, value_logits = self.decode_steps(
             z, batch.shape[1], target=(pitch, values), forcing=forcing
         )
         return {
             "logits": logits,
             "values": pred_values,
+            "value_logits": value_logits,
             "pitch": pred_pitch,
             "mu": mu,
             "logvar": logvar,
@@ -173,8 +192,10 @@ class VAE(nn.Module):
         }
 
     def training_loss(self, batch: Tensor, epoch: int) -> tuple[Tensor, dict[str, Tensor | float]]:
-        """CE(pitch) + value_weight * MSE(scaled values) + beta * KL, each summed per window,
-        batch-averaged (the log's "mse" is unweighted).
+        """CE(pitch) + value_weight * values + beta * max(KL - free_bits, 0), each summed per
+        window, batch-averaged. The values' term is the MSE of the scaled values ("mse" head)
+        or the cross-entropy of their classes ("classes" head). The log's "mse" is the
+        unweighted MSE of the emitted values under either head, its "kl" the KL before free bits.
 
         The logs are detached 0-d tensors (no host sync per step; the trainer reads them once an epoch).
         """
@@ -186,11 +207,23 @@ class VAE(nn.Module):
             out["logits"].reshape(-1, N_PITCH), out["target_pitch"].reshape(-1), reduction="sum"
         ) / n
         mse = F.mse_loss(out["values"], out["target_values"], reduction="sum") / n
+        if self.grid is None:
+            value_term = mse
+        else:
+            target = self.grid.classes(out["target_values"])
+            value_term = sum(
+                F.cross_entropy(part.reshape(-1, part.shape[-1]), target[..., i].reshape(-1), reduction="sum")
+                for i, part in enumerate(self.grid.split(out["value_logits"]))
+            ) / n
         mu, logvar = out["mu"], out["logvar"]
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
-        loss = ce + self.cfg.value_weight * mse + beta * kl
+        kl_each = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=-1)
+        kl = kl_each.mean()
+        kl_term = (kl_each - self.cfg.free_bits).clamp_min(0.0).mean() if self.cfg.free_bits else kl
+        loss = ce + self.cfg.value_weight * value_term + beta * kl_term
         acc = (out["pitch"] == out["target_pitch"]).float().mean()
+        logs = {} if self.grid is None else {"value_ce": value_term.detach()}
         return loss, {
+            **logs,
             "loss": loss.detach(),
             "ce": ce.detach(),
             "mse": mse.detach(),
@@ -209,6 +242,13 @@ def _check_config(cfg: VAEConfig, window: int, s_max: float, d_max: float) -> No
             raise ValueError(f"VAEConfig.{name} must be >= 1, got {getattr(cfg, name)!r}")
     if not 0.0 < cfg.value_weight < float("inf"):
         raise ValueError(f"VAEConfig.value_weight must be > 0 and finite, got {cfg.value_weight!r}")
+    if cfg.value_head not in VALUE_HEADS:
+        raise ValueError(f"VAEConfig.value_head must be one of {', '.join(VALUE_HEADS)}, got {cfg.value_head!r}")
+    if cfg.value_head == "classes" and cfg.value_bins < 2:
+        raise ValueError(f"VAEConfig.value_bins must be >= 2, got {cfg.value_bins!r}")
+    for name in ("free_bits", "beta_max"):
+        if not 0.0 <= getattr(cfg, name) < float("inf"):
+            raise ValueError(f"VAEConfig.{name} must be >= 0 and finite, got {getattr(cfg, name)!r}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"VAEConfig.dropout must be in [0, 1), got {cfg.dropout!r}")
     if window < 1:
@@ -217,14 +257,14 @@ def _check_config(cfg: VAEConfig, window: int, s_max: float, d_max: float) -> No
         raise ValueError(f"s_max and d_max must be > 0, got {s_max!r}, {d_max!r}")
 
 
-def _sample_pitch(logits: Tensor, generator: torch.Generator | None) -> Tensor:
+def _sample_pitch(logits: Tensor, generator: torch.Generator | None) -> Tensor:  # any categorical
     """Categorical draw by inverse CDF; the uniforms come from `generator` on its own device,
     so a CPU generator gives the same draws whatever device the model is on."""
     probs = torch.softmax(logits.float(), dim=-1)
     gen_device = generator.device if generator is not None else logits.device
     u = torch.rand(logits.shape[0], 1, generator=generator, device=gen_device).to(logits.device)
     cdf = probs.cumsum(-1)
-    return (cdf < u * cdf[:, -1:]).sum(-1).clamp(max=N_PITCH - 1)
+    return (cdf < u * cdf[:, -1:]).sum(-1).clamp(max=logits.shape[-1] - 1)
 
 
 def build_vae(cfg: VAEConfig, window: int = 8, s_max: float = 2.0, d_max: float = 2.0) -> VAE:
@@ -308,7 +348,7 @@ def decode(
     parts = []
     with eval_mode(model):
         for sl in _batches(len(z), batch_size):
-            _, values, pitch = model.decode_steps(
+            _, values, pitch, _ = model.decode_steps(
                 z[sl].to(model.device), length, temperature=temperature, generator=generator
             )
             parts.append(_to_raw(model, pitch, values))
