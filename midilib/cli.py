@@ -49,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train_model(
         args.model, args.data, args.profile, args.out, epochs=args.epochs, max_steps=args.max_steps,
         device=args.device, seed=args.seed, resume=args.resume, denoiser=args.denoiser,
-        schedule=args.schedule, batch_size=args.batch_size, max_minutes=args.max_minutes,
+        schedule=args.schedule, pitch_code=args.pitch_code, batch_size=args.batch_size, max_minutes=args.max_minutes,
         precision=args.precision, value_weight=args.value_weight, value_head=args.value_head, reuse=False, progress=not args.quiet,
     )
     final = result["final"]
@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--denoiser", choices=("lstm", "transformer"), default=None)
     p.add_argument("--schedule", choices=("linear", "cosine"), default=None)
+    p.add_argument("--pitch-code", choices=("linear", "fifths"), default=None,
+                   help="ddpm only: pitch as one linear channel, or circle of fifths + height")
     p.add_argument("--value-weight", type=float, default=None,
                    help="VAE only: weight of the values' term against the pitch cross-entropy")
     p.add_argument("--value-head", choices=("mse", "classes"), default=None,

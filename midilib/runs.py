@@ -66,6 +66,7 @@ def resolve_config(
     max_steps: int | None = None,
     denoiser: str | None = None,
     schedule: str | None = None,
+    pitch_code: str | None = None,
     batch_size: int | None = None,
     max_minutes: float | None = None,
     precision: str | None = None,
@@ -86,12 +87,14 @@ def resolve_config(
         model_cfg = asdict(override(prof.vae, value_weight=value_weight, value_head=value_head))
         train_cfg = prof.vae_train
     elif kind == "ddpm":
-        model_cfg = asdict(override(prof.diffusion, denoiser=denoiser, schedule=schedule))
+        model_cfg = asdict(override(prof.diffusion, denoiser=denoiser, schedule=schedule, pitch_code=pitch_code))
         train_cfg = prof.diffusion_train
         if model_cfg["denoiser"] not in ("lstm", "transformer"):
             raise ValueError(f"--denoiser must be lstm or transformer, got {model_cfg['denoiser']!r}")
         if model_cfg["schedule"] not in ("linear", "cosine"):
             raise ValueError(f"--schedule must be linear or cosine, got {model_cfg['schedule']!r}")
+        if model_cfg["pitch_code"] not in ("linear", "fifths"):
+            raise ValueError(f"--pitch-code must be linear or fifths, got {model_cfg['pitch_code']!r}")
     else:
         raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
     for name, value in (("--epochs", epochs), ("--max-steps", max_steps), ("--batch-size", batch_size)):
@@ -124,6 +127,7 @@ def train_model(
     resume: bool = False,
     denoiser: str | None = None,
     schedule: str | None = None,
+    pitch_code: str | None = None,
     batch_size: int | None = None,
     max_minutes: float | None = None,
     precision: str | None = None,
@@ -134,7 +138,7 @@ def train_model(
 ) -> dict:
     """Train `kind` on DIR/windows.npz into RUN; returns metrics.json's content."""
     config, train_cfg = resolve_config(
-        kind, profile, data_dir, epochs, max_steps, denoiser, schedule, batch_size, max_minutes, precision,
+        kind, profile, data_dir, epochs, max_steps, denoiser, schedule, pitch_code, batch_size, max_minutes, precision,
         value_weight, value_head,
     )
     out = Path(out)

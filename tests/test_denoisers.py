@@ -141,3 +141,87 @@ def test_timestep_embedding() -> None:
     e = timestep_embedding(torch.tensor([0, 1, 999]), 9)
     assert e.shape == (3, 9)
     assert torch.allclose(e[0, :4], torch.ones(4)) and e[0, 4:].abs().max() == 0
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_channels_set_the_input_and_output_size(kind: str) -> None:
+    cfg = replace(TINY, denoiser=kind)
+    four, six = build_denoiser(cfg), build_denoiser(cfg, channels=6)
+    assert six(torch.randn(3, 8, 6), torch.zeros(3, dtype=torch.long)).shape == (3, 8, 6)
+    # Only the layers that read or write a note grow.
+    h = cfg.lstm_hidden
+    extra = 2 * (2 * 4 * h + 4 * h + 1 + h + 1) if kind == "lstm" else 2 * (2 * cfg.tf_width + 1)
+    assert count_parameters(six) - count_parameters(four) == extra
+
+
+def test_fifths_model_has_six_channels_and_trains_a_step() -> None:
+    torch.manual_seed(0)
+    model = build_diffusion(replace(TINY, pitch_code="fifths"))
+    assert model.codec.pitch_code == "fifths" and model.codec.channels == 6
+    assert model.denoiser.embed.in_features == 6 and model.denoiser.head.out_features == 6
+    batch = torch.rand(16, 8, 4) * torch.tensor([127.0, 1, 2, 2])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, _ = model.training_loss(batch, 0)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="unknown pitch_code"):
+        build_diffusion(replace(TINY, pitch_code="chroma"))
+
+
+def test_linear_checkpoints_load_into_todays_model() -> None:
+    """A model built before pitch_code existed has the same state dict (4 channels)."""
+    old = build_diffusion(TINY)
+    fields = {k: v for k, v in vars(TINY).items() if k != "pitch_code"}
+    new = build_diffusion(DiffusionConfig(**fields))
+    assert new.codec.channels == 4
+    new.load_state_dict(old.state_dict())
+    assert {k: v.shape for k, v in new.state_dict().items()} == {
+        k: v.shape for k, v in old.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize("pitch_code", ["linear", "fifths"])
+def test_training_loss_noises_with_the_schedulers_add_noise(monkeypatch, pitch_code: str) -> None:
+    """The model owns no copy of q(x_t | x0): training noises through schedulers.add_noise."""
+    import midilib.diffusion.model as model_module
+    from midilib.diffusion import schedulers
+
+    model = build_diffusion(replace(TINY, pitch_code=pitch_code))
+    seen = []
+
+    def spy(alphas_cumprod, x0, noise, t):
+        seen.append((alphas_cumprod, x0, noise, t))
+        return schedulers.add_noise(alphas_cumprod, x0, noise, t)
+
+    monkeypatch.setattr(model_module, "add_noise", spy)
+    batch = torch.rand(8, 8, 4) * torch.tensor([127.0, 1, 2, 2])
+    torch.manual_seed(5)
+    loss = model.training_loss(batch, 0)[0]
+    assert len(seen) == 1 and seen[0][0] is model.alphas_cumprod
+    # The same numbers by hand, through a DDPMScheduler over the model's betas.
+    torch.manual_seed(5)
+    x0 = model.codec.encode(batch)
+    t = torch.randint(0, model.timesteps, (8,))
+    noise = torch.randn_like(x0)
+    x_t = schedulers.DDPMScheduler(model.betas).add_noise(x0, noise, t)
+    torch.testing.assert_close(seen[0][2], noise, rtol=0, atol=0)
+    with torch.no_grad():
+        want = torch.nn.functional.mse_loss(model(x_t, t), noise)
+    torch.testing.assert_close(loss.detach(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_schedulers_add_noise_delegates_to_the_shared_function(monkeypatch) -> None:
+    from midilib.diffusion import schedulers
+
+    calls = []
+    real = schedulers.add_noise
+    monkeypatch.setattr(
+        schedulers, "add_noise", lambda *args: calls.append(args) or real(*args)
+    )
+    sched = schedulers.DDIMScheduler(build_diffusion(TINY).betas)
+    sched.add_noise(torch.zeros(2, 8, 6), torch.ones(2, 8, 6), torch.tensor([0, 49]))
+    assert len(calls) == 1 and calls[0][0] is sched.alphas_cumprod

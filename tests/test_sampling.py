@@ -132,3 +132,36 @@ def test_bad_arguments(model) -> None:
         sample(model, make_scheduler(other, "ddim", 5), 2, progress=False)
     with pytest.raises(ValueError, match=">= 1"):
         sample(model, sched, 0, progress=False)
+
+
+@pytest.fixture(params=["transformer", "lstm"])
+def fifths_model(request):
+    torch.manual_seed(0)
+    m = build_diffusion(replace(
+        CFG, denoiser=request.param, pitch_code="fifths", lstm_hidden=16, lstm_time_embed=16,
+        lstm_layers=1,
+    ))
+    for p in m.parameters():
+        if p.dim() > 1:
+            torch.nn.init.normal_(p, std=0.1)
+    return m
+
+
+@pytest.mark.parametrize("kind,steps", [("ddpm", None), ("ddim", 10)])
+def test_fifths_model_generates_valid_windows(fifths_model, kind, steps) -> None:
+    assert fifths_model.codec.channels == 6
+    sched = make_scheduler(fifths_model, kind, steps)
+    a = sample(fifths_model, sched, 6, batch_size=4, seed=1, progress=False)
+    assert a.shape == (6, 8, 4)
+    check_events(a)
+    np.testing.assert_array_equal(a, sample(fifths_model, sched, 6, batch_size=4, seed=1,
+                                            progress=False))
+
+
+def test_fifths_model_continues_a_piece(fifths_model) -> None:
+    context = np.array([[60, 0.5, 0.0, 0.4], [64, 0.6, 0.1, 0.4], [67, 0.7, 0.25, 0.3],
+                        [72, 0.4, 0.2, 0.5]], dtype=np.float32)
+    out = continue_piece(fifths_model, make_scheduler(fifths_model, "ddim", 5), context, 2)
+    assert out.shape == (4 + 2 * 4, 4)
+    np.testing.assert_array_equal(out[:4], context)
+    check_events(out[4:])

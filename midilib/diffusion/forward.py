@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from midilib.diffusion.model import DiffusionModel
+from midilib.diffusion.schedulers import add_noise
 
 
 def noised_windows(
@@ -23,7 +24,6 @@ def noised_windows(
     for t in timesteps:
         if not 0 <= t < model.timesteps:
             raise ValueError(f"timestep {t} outside 0..{model.timesteps - 1}")
-        ab = model.alphas_cumprod[t].cpu()
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        x_t = add_noise(model.alphas_cumprod, x0, noise, t)
         out[int(t)] = model.codec.decode(x_t.clamp(-1, 1))[0].numpy()
     return out

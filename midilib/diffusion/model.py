@@ -2,7 +2,9 @@
 
 The model takes raw condensed-event windows (as in windows.npz), so the
 trainer, the sampler and the evaluation never see the diffusion space. The
-betas are a buffer, so a checkpoint carries the schedule it was trained with.
+betas are a buffer, so a checkpoint carries the schedule it was trained with;
+the forward process itself is `midilib.diffusion.schedulers.add_noise`, the
+code the samplers use too.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from midilib.diffusion.representation import DEFAULT_TAU, DiffusionCodec
+from midilib.diffusion.schedulers import add_noise
 from midilib.diffusion.schedules import make_betas
 from midilib.models.denoisers import build_denoiser
 from midilib.profiles import DiffusionConfig
 
 
 class DiffusionModel(nn.Module):
-    """An epsilon-prediction DDPM over windows (B, window, 4) of condensed events."""
+    """An epsilon-prediction DDPM over windows (B, window, 4) of condensed events.
+
+    The denoiser works in the codec's diffusion space, (B, window, codec.channels).
+    """
 
     def __init__(
         self,
@@ -42,7 +48,7 @@ class DiffusionModel(nn.Module):
         return len(self.betas)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Predicted noise for x_t (B, window, 4) in diffusion space at timesteps t (B,)."""
+        """Predicted noise for x_t (B, window, channels) in diffusion space at timesteps t (B,)."""
         return self.denoiser(x_t, t)
 
     def training_loss(
@@ -55,8 +61,7 @@ class DiffusionModel(nn.Module):
         x0 = self.codec.encode(batch.float())
         t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
-        ab = self.alphas_cumprod[t].view(-1, 1, 1)
-        x_t = ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise
+        x_t = add_noise(self.alphas_cumprod, x0, noise, t)
         loss = F.mse_loss(self(x_t, t), noise)
         return loss, {"mse": loss.detach()}
 
@@ -68,8 +73,7 @@ def build_diffusion(
     tau: float = DEFAULT_TAU,
     window: int = 8,
 ) -> DiffusionModel:
-    """A DiffusionModel with the schedule and denoiser that `cfg` names."""
+    """A DiffusionModel with the schedule, pitch code and denoiser that `cfg` names."""
     betas = torch.from_numpy(make_betas(cfg.schedule, cfg.timesteps))
-    return DiffusionModel(
-        build_denoiser(cfg, window), betas, DiffusionCodec(s_max, d_max, tau), window
-    )
+    codec = DiffusionCodec(s_max, d_max, tau, cfg.pitch_code)
+    return DiffusionModel(build_denoiser(cfg, window, codec.channels), betas, codec, window)

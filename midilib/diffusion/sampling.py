@@ -91,7 +91,8 @@ def sample(
     ):
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
-            x = torch.randn(b, model.window, 4, generator=generator, device=device)
+            shape = (b, model.window, model.codec.channels)
+            x = torch.randn(shape, generator=generator, device=device)
             for t in steps:
                 with autocast:
                     eps = model(x, torch.full((b,), t, dtype=torch.long, device=device))
@@ -107,16 +108,16 @@ def _inpaint(
     known: torch.Tensor,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """One window whose first notes are `known` (k, 4, diffusion space): RePaint without resampling.
+    """One window whose first notes are `known` (k, channels, diffusion space): RePaint without resampling.
 
     Before every denoiser call the known part of x_t is replaced by the known
     notes noised to that step's level, so the unknown part is generated
     consistently with them; at the end the known part is set back exactly.
     """
-    k, device = len(known), known.device
-    x = torch.randn(1, model.window, 4, generator=generator, device=device)
+    k, device, channels = len(known), known.device, model.codec.channels
+    x = torch.randn(1, model.window, channels, generator=generator, device=device)
     for t in scheduler.timesteps.tolist():
-        noise = torch.randn(1, k, 4, generator=generator, device=device)
+        noise = torch.randn(1, k, channels, generator=generator, device=device)
         x[:, :k] = scheduler.add_noise(known[None], noise, t)
         eps = model(x, torch.full((1,), t, dtype=torch.long, device=device))
         x = scheduler.step(eps, t, x, generator=generator)

@@ -43,6 +43,22 @@ def _randn_like(sample: torch.Tensor, generator: torch.Generator | None) -> torc
     return noise.to(sample.device)
 
 
+def add_noise(
+    alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int
+) -> torch.Tensor:
+    """q(x_t | x0) = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps: the one copy of the forward process.
+
+    The schedulers' `add_noise` and the model's training loss both call it. `t` is an
+    int or a LongTensor (B,), indexed into `alphas_cumprod` on that tensor's device and
+    not range-checked here (no host sync: the trainer calls this every step); alpha_bar
+    is cast to `x0`'s device and dtype before the square roots, as in diffusers.
+    """
+    t = torch.as_tensor(t, dtype=torch.long, device=alphas_cumprod.device)
+    ab = alphas_cumprod[t].to(device=x0.device, dtype=x0.dtype)
+    ab = ab.reshape(ab.shape + (1,) * (x0.dim() - ab.dim()))
+    return ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise
+
+
 class _Scheduler:
     """What DDPM and DDIM share: alpha_bar, respacing, the forward process."""
 
@@ -101,14 +117,12 @@ class _Scheduler:
     ) -> torch.Tensor:
         """The forward process q(x_t | x0) = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps.
 
-        `t` is an int or a LongTensor (B,) of per-sample timesteps.
+        `t` is an int or a LongTensor (B,) of per-sample timesteps, checked to lie in 0..T-1.
         """
         t = torch.as_tensor(t, dtype=torch.long, device="cpu")
         if (t < 0).any() or (t >= self.num_train_timesteps).any():
             raise ValueError(f"timesteps must lie in 0..{self.num_train_timesteps - 1}")
-        ab = self.alphas_cumprod[t].to(device=x0.device, dtype=x0.dtype)
-        ab = ab.reshape(ab.shape + (1,) * (x0.dim() - ab.dim()))
-        return ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise
+        return add_noise(self.alphas_cumprod, x0, noise, t)
 
     def _alpha_bars(self, t: int, prev: int, final: float) -> tuple[float, float]:
         ab_t = float(self.alphas_cumprod[t])

@@ -1,4 +1,7 @@
-"""Two epsilon-prediction denoisers for 8-note windows: forward(x_t (B, L, 4), t (B,)) -> eps.
+"""Two epsilon-prediction denoisers for 8-note windows: forward(x_t (B, L, C), t (B,)) -> eps.
+
+C is the codec's channel count (`channels`: 4 for the linear pitch code, 6 for
+"fifths"; see midilib.diffusion.representation); input and output have C channels.
 
 * `LSTMDenoiser` is the original study's design: a bidirectional LSTM encoder
   whose initial state is a learned embedding of t, a bottleneck, and an
@@ -24,7 +27,7 @@ from torch import nn
 from midilib.models.memory import MemoryOverwrite
 from midilib.profiles import DiffusionConfig
 
-N_FEATURES = 4
+N_FEATURES = 4  # the default channel count: the linear pitch code
 
 
 class LSTMDenoiser(nn.Module):
@@ -38,24 +41,24 @@ class LSTMDenoiser(nn.Module):
         layers: int = 4,
         bottleneck: int = 64,
         dropout: float = 0.1,
+        channels: int = N_FEATURES,
     ) -> None:
         super().__init__()
         self.layers = layers
+        self.channels = channels
         self.time_embed = nn.Embedding(timesteps, time_embed)
         # The time embedding is every encoder layer's and direction's h0 and c0.
         self.time_proj = nn.Linear(time_embed, hidden) if time_embed != hidden else nn.Identity()
         between = dropout if layers > 1 else 0.0
         self.encoder = nn.LSTM(
-            N_FEATURES, hidden, layers, batch_first=True, bidirectional=True, dropout=between
+            channels, hidden, layers, batch_first=True, bidirectional=True, dropout=between
         )
         self.to_bottleneck = nn.Linear(2 * hidden, bottleneck)
         self.to_h = nn.Linear(bottleneck, hidden)
         self.to_c = nn.Linear(bottleneck, hidden)
-        self.decoder = nn.LSTM(N_FEATURES, hidden, layers, batch_first=True, dropout=between)
-        self.start = nn.Parameter(torch.zeros(1, N_FEATURES))
-        self.out = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, N_FEATURES)
-        )
+        self.decoder = nn.LSTM(channels, hidden, layers, batch_first=True, dropout=between)
+        self.start = nn.Parameter(torch.zeros(1, channels))
+        self.out = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, channels))
         self.memory = MemoryOverwrite(hidden)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -135,18 +138,20 @@ class TransformerDenoiser(nn.Module):
         heads: int = 4,
         dropout: float = 0.0,
         window: int = 8,
+        channels: int = N_FEATURES,
     ) -> None:
         super().__init__()
         if width % heads or (width // heads) % 2:
             raise ValueError(f"tf_width {width} must split into {heads} heads of even size")
         self.width = width
-        self.embed = nn.Linear(N_FEATURES, width)
+        self.channels = channels
+        self.embed = nn.Linear(channels, width)
         self.pos = nn.Parameter(torch.randn(1, window, width) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.blocks = nn.ModuleList(DiTBlock(width, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        self.head = nn.Linear(width, N_FEATURES)
+        self.head = nn.Linear(width, channels)
         nn.init.zeros_(self.final_ada[1].weight)
         nn.init.zeros_(self.final_ada[1].bias)
 
@@ -165,8 +170,9 @@ class TransformerDenoiser(nn.Module):
 DENOISERS = ("lstm", "transformer")
 
 
-def build_denoiser(cfg: DiffusionConfig, window: int = 8) -> nn.Module:
-    """The denoiser named by `cfg.denoiser`, sized by `cfg` (see midilib/profiles.py)."""
+def build_denoiser(cfg: DiffusionConfig, window: int = 8, channels: int = N_FEATURES) -> nn.Module:
+    """The denoiser named by `cfg.denoiser`, sized by `cfg` (see midilib/profiles.py), over
+    `channels` channels per note (the codec's `channels`)."""
     if cfg.denoiser == "lstm":
         return LSTMDenoiser(
             cfg.timesteps,
@@ -175,9 +181,10 @@ def build_denoiser(cfg: DiffusionConfig, window: int = 8) -> nn.Module:
             cfg.lstm_layers,
             cfg.lstm_bottleneck,
             cfg.lstm_dropout,
+            channels,
         )
     if cfg.denoiser == "transformer":
         return TransformerDenoiser(
-            cfg.tf_width, cfg.tf_layers, cfg.tf_heads, cfg.tf_dropout, window
+            cfg.tf_width, cfg.tf_layers, cfg.tf_heads, cfg.tf_dropout, window, channels
         )
     raise ValueError(f"unknown denoiser {cfg.denoiser!r}; choose one of {', '.join(DENOISERS)}")
