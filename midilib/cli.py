@@ -199,7 +199,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from midilib.atomic import atomic_write
+    from midilib.report import machine_line
+    from midilib.runs import compare_runs
+
+    pairs = dict(_name_path(item) for item in args.runs)
+    table = compare_runs(pairs).reset_index()
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
+              for row in table.itertuples(index=False)]
+    text = ("VAE runs, reconstruction on the split each was scored on (95% intervals over files)  \n"
+            f"{machine_line()}\n\n" + "\n".join(lines) + "\n")
+    print(text)
+    if args.out:
+        atomic_write(Path(args.out), text)
+    return 0
+
+
+def _name_path(item: str) -> tuple[str, str]:
+    name, sep, path = item.partition("=")
+    if not sep or not name or not path:
+        raise CliError(f"--runs: expected NAME=RUN, got {item!r}")
+    return name, path
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "compare": _cmd_compare,
     "prepare": _cmd_prepare,
     "train": _cmd_train,
     "generate": _cmd_generate,
@@ -272,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=10_000, help="windows per set, for every metric (FAD included)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("compare", help="tabulate trained VAE runs' validation reconstruction")
+    p.add_argument("runs", nargs="+", metavar="NAME=RUN")
+    p.add_argument("--out", default=None, help="also write the markdown table here")
     return parser
 
 

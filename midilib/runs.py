@@ -164,6 +164,28 @@ def train_model(
     return result
 
 
+def compare_runs(runs: dict[str, str | Path]) -> pd.DataFrame:
+    """The VAE runs' reconstruction on the split they were scored on (metrics.json), one row per
+    run with its value head, value weight, epochs and training seconds: the table a choice is made from."""
+    rows = []
+    for name, run in runs.items():
+        run = Path(run)
+        path = run / "metrics.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not found; is {run} a finished run?")
+        result = json.loads(path.read_text())
+        if "reconstruction" not in result:
+            raise ValueError(f"{run}: not a VAE run (no reconstruction in metrics.json)")
+        cfg = normalized(json.loads((run / "config.json").read_text()))["vae"]
+        vae = result["reconstruction"][0]
+        rows.append({"run": name, "value_head": cfg["value_head"], "value_weight": cfg["value_weight"],
+                     "epochs": result["final"].get("epochs_done"), "seconds": result["final"].get("seconds"),
+                     "split": result.get("reconstruction_split", "test"),
+                     **{k: vae[k] for k in ("pitch_accuracy", "pitch_accuracy_lo", "pitch_accuracy_hi",
+                                            "note_iou", "note_iou_lo", "note_iou_hi")}})
+    return pd.DataFrame(rows).set_index("run")
+
+
 def _write_json(path: Path, data: dict) -> None:
     atomic_write(path, json.dumps(data, indent=1, default=float))
 
