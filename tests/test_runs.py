@@ -244,3 +244,19 @@ def test_loaded_model_matches_the_trained_one(data_dir, ddpm_run):
     weights = _weights(ddpm_run)
     for name, value in model.state_dict().items():
         assert torch.equal(value, weights[name])
+
+
+def test_compare_tabulates_vae_runs_by_head(data_dir, tmp_path, capsys):
+    mse, classes = tmp_path / "mse", tmp_path / "classes"
+    train_model("vae", data_dir, "smoke", mse, epochs=1, value_head="mse", progress=False)
+    train_model("vae", data_dir, "smoke", classes, epochs=1, progress=False)
+    out = tmp_path / "heads.md"
+    assert main(["compare", f"mse={mse}", f"classes={classes}", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| mse | mse | 1.000 | 1 |" in text and "| classes | classes |" in text
+    assert text.count("| test |") + text.count("| valid |") == 2  # valid where the data has one
+    assert main(["compare", f"x={tmp_path / 'nothing'}"]) == 2
+    assert "nothing/metrics.json: not found" in capsys.readouterr().err
+    assert main(["compare", "no-name"]) == 2
+    with pytest.raises(ValueError, match="--value-head must be mse or classes"):
+        train_model("vae", data_dir, "smoke", tmp_path / "bad", epochs=1, value_head="gauss", progress=False)
