@@ -91,9 +91,65 @@ def measured_markdown(figures: str | Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _in(value: float, lo: float, hi: float) -> str:
+    return "**yes**" if lo <= value <= hi else "no"
+
+
+def targets_markdown(figures: str | Path) -> str:
+    """Issue 13's targets against the final table (test files) of one corpus, with intervals.
+
+    Note IoU's target is 0.6 on the embedded corpus and 0.35 on any other (GiantMIDI performances).
+    "Within the floor's interval": the value lies in the floor row's 95% interval (for a distance,
+    at or below its upper end).
+    """
+    import pandas as pd
+
+    figures = Path(figures)
+    ev, csv = _load(figures, "06_evaluation"), figures / "results.csv"
+    if not ev or not csv.exists() or "vae_test" not in ev:
+        return ""
+    df = pd.read_csv(csv, index_col="set")
+    floor = "floor (train vs test)"
+    if floor not in df.index or "VAE" not in df.index:
+        return ""
+
+    def cell(row: str, m: str) -> str:
+        return f"{_f(df.at[row, m])} [{_f(df.at[row, m + '_lo'])}, {_f(df.at[row, m + '_hi'])}]"
+
+    def within(row: str, m: str) -> str:
+        return _in(df.at[row, m], df.at[floor, m + "_lo"], df.at[floor, m + "_hi"])
+
+    def below(row: str, m: str) -> str:
+        return _in(df.at[row, m], -np.inf, df.at[floor, m + "_hi"])
+
+    r = ev["vae_test"]
+    iou_target = 0.6 if ev.get("source") == "default" else 0.35
+    lines = ["* **Targets** (issue 13; the final table, test files; 'yes' where met):",
+             f"  * VAE reconstruction: pitch accuracy {_f(r['pitch_accuracy'])} [{_f(r['pitch_accuracy_lo'])}, "
+             f"{_f(r['pitch_accuracy_hi'])}] (≥ 0.95: {_in(r['pitch_accuracy'], 0.95, 1)}), note IoU "
+             f"{_f(r['note_iou'])} [{_f(r['note_iou_lo'])}, {_f(r['note_iou_hi'])}] (≥ {iou_target}: "
+             f"{_in(r['note_iou'], iou_target, 1)});"]
+    if "fad_inf" in df.columns:
+        limit = 2 * df.at[floor, "fad_inf"]
+        lines.append(f"  * VAE prior samples: fad_inf {cell('VAE', 'fad_inf')} (within 2× the floor's "
+                     f"{_f(df.at[floor, 'fad_inf'])}: {_in(df.at['VAE', 'fad_inf'], -np.inf, max(limit, 0.0))}); "
+                     f"scale consistency {cell('VAE', 'scale_consistency')} (in the floor's "
+                     f"{cell(floor, 'scale_consistency')}: {within('VAE', 'scale_consistency')});")
+        samplers = [s for s in df.index if s.startswith(("DDPM", "DDIM")) and "original" not in s]
+        if samplers:
+            best = min(samplers, key=lambda s: df.at[s, "fad_inf"])
+            lines.append(f"  * best diffusion sampler by fad_inf, {best}: scale consistency "
+                         f"{cell(best, 'scale_consistency')} (in the floor's interval: {within(best, 'scale_consistency')}), "
+                         f"pitch-class entropy {cell(best, 'pitch_class_entropy')} (floor "
+                         f"{cell(floor, 'pitch_class_entropy')}: {within(best, 'pitch_class_entropy')}), fad_inf "
+                         f"{cell(best, 'fad_inf')} (floor {cell(floor, 'fad_inf')}: {below(best, 'fad_inf')}), fmd_inf "
+                         f"{cell(best, 'fmd_inf')} (floor {cell(floor, 'fmd_inf')}: {below(best, 'fmd_inf')}).")
+    return "\n".join(lines) + "\n"
+
+
 def write_measured(figures: str | Path) -> Path:
     path = Path(figures) / "measured.md"
-    atomic_write(path, measured_markdown(figures))
+    atomic_write(path, measured_markdown(figures) + targets_markdown(figures))
     return path
 
 

@@ -47,3 +47,39 @@ def test_measured_markdown_is_written_from_records(tmp_path):
 @pytest.mark.parametrize("name", sorted(readme.BLOCKS))
 def test_every_block_names_a_file_under_figures(name):
     assert readme.BLOCKS[name].startswith("figures/")
+
+
+def test_targets_say_yes_only_where_the_measurement_meets_them(tmp_path):
+    import pandas as pd
+
+    def row(v, half):
+        return {"v": v, "lo": v - half, "hi": v + half}
+
+    table = {"floor (train vs test)": {"fad_inf": row(0.5, 0.3), "fmd_inf": row(1.0, 1.0),
+                                       "scale_consistency": row(0.95, 0.01), "pitch_class_entropy": row(2.0, 0.05)},
+             "VAE": {"fad_inf": row(0.9, 0.1), "fmd_inf": row(9.0, 1.0),
+                     "scale_consistency": row(0.90, 0.01), "pitch_class_entropy": row(2.2, 0.05)},
+             "DDIM-50": {"fad_inf": row(0.7, 0.2), "fmd_inf": row(1.5, 0.5),
+                         "scale_consistency": row(0.955, 0.01), "pitch_class_entropy": row(2.3, 0.05)},
+             "DDIM-50 (original's linear pitch)": {"fad_inf": row(0.1, 0.2), "fmd_inf": row(0.1, 0.1),
+                                                   "scale_consistency": row(0.83, 0.01),
+                                                   "pitch_class_entropy": row(2.45, 0.05)}}
+    df = pd.DataFrame({s: {f"{m}{suffix}": cells[k] for m, cells in metrics.items()
+                           for suffix, k in (("", "v"), ("_lo", "lo"), ("_hi", "hi"))}
+                       for s, metrics in table.items()}).T
+    df.index.name = "set"
+    df.to_csv(tmp_path / "results.csv")
+    (tmp_path / "records").mkdir()
+    vae_test = {"pitch_accuracy": 0.96, "pitch_accuracy_lo": 0.94, "pitch_accuracy_hi": 0.97,
+                "note_iou": 0.30, "note_iou_lo": 0.28, "note_iou_hi": 0.32}
+    (tmp_path / "records" / "06_evaluation.json").write_text(json.dumps({"source": "x", "vae_test": vae_test}))
+    text = readme.targets_markdown(tmp_path)
+    assert "pitch accuracy 0.960 [0.940, 0.970] (≥ 0.95: **yes**), note IoU 0.300 [0.280, 0.320] (≥ 0.35: no)" in text
+    assert "within 2× the floor's 0.500: **yes**" in text  # 0.9 <= 1.0
+    assert "scale consistency 0.900 [0.890, 0.910] (in the floor's 0.950 [0.940, 0.960]: no)" in text
+    # the original's design is not a candidate for the best sampler even where its fad_inf is lowest
+    assert "best diffusion sampler by fad_inf, DDIM-50: scale consistency 0.955 [0.945, 0.965] " \
+           "(in the floor's interval: **yes**), pitch-class entropy" in text
+    assert "(floor 2.000 [1.950, 2.050]: no), fad_inf 0.700 [0.500, 0.900] (floor 0.500 [0.200, 0.800]: **yes**)" in text
+    assert "fmd_inf 1.500 [1.000, 2.000] (floor 1.000 [0.000, 2.000]: **yes**)" in text
+    assert readme.targets_markdown(tmp_path / "nothing") == ""
