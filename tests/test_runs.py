@@ -57,7 +57,7 @@ def test_train_vae_writes_a_complete_run(data_dir, tmp_path, capsys):
     assert {"loss", "ce", "mse", "kl", "beta", "teacher_forcing", "lr", "samples_per_s"} <= set(log.columns)
     assert list(log.teacher_forcing) == [0.6, 0.55] and list(log.beta) == [0.0, 0.01]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["parameters"] == 44_198
+    assert metrics["parameters"] == 48_499
     names = [r["model"] for r in metrics["reconstruction"]]
     assert names[0].startswith("VAE") and len(names) == 3
 
