@@ -66,16 +66,18 @@ def test_training_loss_contract():
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_value_weight_scales_the_values_term_only():
+def _loss_terms(epoch: int, **changes) -> tuple[float, float, float, float]:
+    """(loss, ce, mse, kl) of one seeded TINY VAE with config `changes` on one fixed batch."""
     batch = torch.from_numpy(random_windows(5))
-    terms = []
-    for weight in (1.0, 10.0):
-        torch.manual_seed(0)
-        model = build_vae(dataclasses.replace(TINY, value_weight=weight))
-        torch.manual_seed(1)
-        loss, logs = model.training_loss(batch, epoch=3)
-        terms.append((float(loss.detach()), float(logs["ce"]), float(logs["mse"]), float(logs["kl"])))
-    (l1, ce1, mse1, kl1), (l10, ce10, mse10, kl10) = terms
+    torch.manual_seed(0)
+    model = build_vae(dataclasses.replace(TINY, **changes))
+    torch.manual_seed(1)
+    loss, logs = model.training_loss(batch, epoch=epoch)
+    return float(loss.detach()), float(logs["ce"]), float(logs["mse"]), float(logs["kl"])
+
+
+def test_value_weight_scales_the_values_term_only():
+    (l1, ce1, mse1, kl1), (l10, ce10, mse10, kl10) = (_loss_terms(3, value_weight=w) for w in (1.0, 10.0))
     assert (ce1, mse1, kl1) == pytest.approx((ce10, mse10, kl10))
     assert l10 - l1 == pytest.approx(9.0 * mse1, rel=1e-4)
 
@@ -294,15 +296,7 @@ def test_classes_head_loss_reconstruction_and_sampling():
 
 
 def test_free_bits_leave_a_small_kl_unpenalised():
-    batch = torch.from_numpy(random_windows(5))
-    terms = []
-    for free_bits in (0.0, 1e6):
-        torch.manual_seed(0)
-        model = build_vae(dataclasses.replace(TINY, free_bits=free_bits))
-        torch.manual_seed(1)
-        loss, logs = model.training_loss(batch, epoch=20)  # beta at its max
-        terms.append((float(loss.detach()), float(logs["ce"]), float(logs["mse"]), float(logs["kl"])))
-    (l0, ce, mse, kl), (l_free, *_) = terms
+    (l0, ce, mse, kl), (l_free, *_) = (_loss_terms(20, free_bits=f) for f in (0.0, 1e6))  # beta at its max
     assert kl > 0 and l0 == pytest.approx(ce + mse + 0.1 * kl, rel=1e-5)
     assert l_free == pytest.approx(ce + mse, rel=1e-5)  # all of the KL is within the free bits
 
