@@ -71,6 +71,8 @@ def test_vae_records(executed):
     # an untrained or broken VAE scores ~0.02 / ~0.00 here; the smoke one ~0.08 / ~0.16
     assert r["pitch_accuracy"] > 0.05 and r["note_iou"] > 0.08
     assert r["baseline_nn"] > r["baseline_common"]  # the nearest neighbour beats a constant
+    # the prior's temperature is the one with the lowest fmd_inf on the validation files
+    assert r["prior_temperature"] == float(min(r["prior_fmd_inf"], key=r["prior_fmd_inf"].get).removeprefix("T="))
     assert r["seconds_per_10k"] > 0
     for name in ("03_schedules", "03_training", "03_reconstructions", "03_samples", "03_walk_interpolation"):
         assert (executed / f"{name}.png").exists()
