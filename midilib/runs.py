@@ -21,7 +21,9 @@ from torch import nn
 
 from midilib import baselines, metrics
 from midilib.atomic import atomic_write
+from midilib.diffusion.representation import PITCH_CODES
 from midilib.events import write_midi
+from midilib.models.vae import VALUE_HEADS
 from midilib.prepare import data_key, load_windows
 from midilib.profiles import DiffusionConfig, Profile, TrainConfig, VAEConfig, get_profile, override
 from midilib.train import fit, load_checkpoint, normalized, resolve_device, seed_everything
@@ -81,8 +83,8 @@ def resolve_config(
         raise ValueError(f"--value-weight must be > 0 and finite, got {value_weight}")
     if value_head is not None and kind != "vae":
         raise ValueError(f"--value-head is a VAE setting, not one of {kind!r}")
-    if value_head is not None and value_head not in ("mse", "classes"):
-        raise ValueError(f"--value-head must be mse or classes, got {value_head!r}")
+    if value_head is not None and value_head not in VALUE_HEADS:
+        raise ValueError(f"--value-head must be {' or '.join(VALUE_HEADS)}, got {value_head!r}")
     if kind == "vae":
         model_cfg = asdict(override(prof.vae, value_weight=value_weight, value_head=value_head))
         train_cfg = prof.vae_train
@@ -93,8 +95,8 @@ def resolve_config(
             raise ValueError(f"--denoiser must be lstm or transformer, got {model_cfg['denoiser']!r}")
         if model_cfg["schedule"] not in ("linear", "cosine"):
             raise ValueError(f"--schedule must be linear or cosine, got {model_cfg['schedule']!r}")
-        if model_cfg["pitch_code"] not in ("linear", "fifths"):
-            raise ValueError(f"--pitch-code must be linear or fifths, got {model_cfg['pitch_code']!r}")
+        if model_cfg["pitch_code"] not in PITCH_CODES:
+            raise ValueError(f"--pitch-code must be {' or '.join(PITCH_CODES)}, got {model_cfg['pitch_code']!r}")
     else:
         raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
     for name, value in (("--epochs", epochs), ("--max-steps", max_steps), ("--batch-size", batch_size)):

@@ -38,6 +38,7 @@ class ValueGrid:
             raise ValueError(f"value_bins must be >= 2, got {bins!r}")
         self.bins, self.s_max, self.d_max, self.tau = int(bins), float(s_max), float(d_max), float(tau)
         self.sizes = (N_VELOCITY, self.bins, self.bins)
+        self._centres: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
 
     def _u(self, scaled: Tensor, t_max: float) -> Tensor:
         t = scaled.clamp(0.0, 1.0) * t_max
@@ -51,10 +52,14 @@ class ValueGrid:
         return (t / t_max).float()
 
     def centres(self, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
-        """Per channel, the scaled value each class decodes to."""
-        vel = torch.arange(N_VELOCITY, dtype=torch.float32) / (N_VELOCITY - 1)
-        return tuple(c.to(device) for c in (vel, self._time_centres(self.s_max),
-                                            self._time_centres(self.d_max)))
+        """Per channel, the scaled value each class decodes to (computed once per device:
+        the decoder asks for them at every step)."""
+        device = torch.device(device)
+        if device not in self._centres:
+            vel = torch.arange(N_VELOCITY, dtype=torch.float32) / (N_VELOCITY - 1)
+            self._centres[device] = tuple(c.to(device) for c in (vel, self._time_centres(self.s_max),
+                                                                 self._time_centres(self.d_max)))
+        return self._centres[device]
 
     def classes(self, values: Tensor) -> Tensor:
         """Scaled values (..., 3) -> class indices (..., 3) long."""
