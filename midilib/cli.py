@@ -52,6 +52,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         schedule=args.schedule, pitch_code=args.pitch_code, batch_size=args.batch_size, max_minutes=args.max_minutes,
         precision=args.precision, value_weight=args.value_weight, value_head=args.value_head, reuse=False, progress=not args.quiet,
     )
+    from midilib.distributed import world
+
+    if not world().main:  # under torchrun, rank 0 alone reports
+        return 0
     final = result["final"]
     line = f"{args.model}: {result['parameters']:,} parameters; epoch {final.get('epoch')} loss {final.get('loss', float('nan')):.4f}"
     for row in result.get("reconstruction", [])[:1]:

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from midilib import baselines, metrics
+from midilib import baselines, distributed, metrics
 from midilib.atomic import atomic_write
 from midilib.diffusion.representation import PITCH_CODES
 from midilib.events import write_midi
@@ -148,7 +148,8 @@ def train_model(
     if reuse and not resume and (out / "metrics.json").exists() and (out / "config.json").exists():
         if normalized(json.loads((out / "config.json").read_text())) == json.loads(json.dumps(full_config)):
             return json.loads((out / "metrics.json").read_text())
-    if not resume:
+    main = distributed.world().main  # under torchrun, rank 0 alone writes the run folder
+    if not resume and main:
         (out / "metrics.json").unlink(missing_ok=True)  # a killed retrain must not look finished
     arrays = load_windows(data_dir)
     seed_everything(seed)  # the initial weights too are a function of the seed
@@ -157,6 +158,8 @@ def train_model(
                   resume=resume, progress=progress)
     result = {"model": kind, "parameters": count_parameters(model), "final": summary,
               "device": str(resolve_device(device))}
+    if not main:
+        return result
     split = "valid" if len(arrays.get("valid", ())) else "test"  # choices are made on valid
     if kind == "vae" and len(arrays[split]):
         table = reconstruction_table(model, arrays, n_boot=200, seed=seed, split=split)

@@ -13,6 +13,7 @@ on CPU, lands on the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -26,8 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
+from midilib import distributed
 from midilib.atomic import atomic_write
 from midilib.profiles import TrainConfig
 
@@ -69,6 +72,18 @@ def autocast_for(dev: torch.device, precision: str = "bf16") -> torch.autocast:
     return torch.autocast(dev.type, enabled=False)
 
 
+class LossModule(nn.Module):
+    """A model whose forward is its training loss: DistributedDataParallel syncs gradients
+    through forward, and our models' forward is not their loss."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict]:
+        return self.model.training_loss(batch, epoch)
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -76,16 +91,27 @@ def train_step(
     epoch: int,
     autocast: torch.autocast,
     grad_clip: float | None,
+    weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict]:
-    """One optimiser step (the trainer's and the benchmark's): loss under autocast, clip, step."""
+    """One optimiser step (the trainer's and the benchmark's): loss under autocast, clip, step.
+
+    `model` is a model with `training_loss` or a LossModule (wrapped in DDP); the gradient is
+    that of `weight` * loss (a rank's share of the global batch's mean, times the world size).
+    """
     with autocast:
-        loss, logs = model.training_loss(batch, epoch)
+        loss, logs = model(batch, epoch) if isinstance(model, (LossModule, DDP)) else model.training_loss(batch, epoch)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * weight if weight != 1.0 else loss).backward()
     if grad_clip:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss, logs
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the n training windows in `epoch`: a function of (seed, epoch) alone, so a
+    resumed run, and every rank of a data-parallel one, draws the same permutation."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 @dataclass
@@ -93,6 +119,7 @@ class TrainState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimiser steps taken
     seconds: float = 0.0  # training time so far
+    batch: int = 0  # batches of epoch `epoch` already taken (0: on an epoch boundary)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -116,9 +143,41 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _Batches:
+    """Rows of the training windows by index, from an array or from memory-mapped shards.
+
+    An array, and shards on CUDA, become one tensor on the device (uploaded block by block,
+    so host memory holds one block); shards on the CPU are gathered batch by batch from the
+    memory map, so the corpus never has to fit in memory.
+    """
+
+    BLOCK = 1 << 20  # rows per upload
+
+    def __init__(self, train: Any, dev: torch.device) -> None:
+        self.n = len(train)
+        self.dev = dev
+        self.shards = None
+        if isinstance(train, (np.ndarray, torch.Tensor)):
+            data = torch.as_tensor(np.ascontiguousarray(train, dtype=np.float32))
+            self.data = data.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else data
+        elif dev.type == "cuda":
+            self.data = torch.empty(tuple(train.shape), dtype=torch.float32, device=dev)
+            at = 0
+            for block in train.chunks(self.BLOCK):
+                self.data[at : at + len(block)] = torch.as_tensor(np.asarray(block, dtype=np.float32)).to(dev)
+                at += len(block)
+        else:
+            self.shards = train
+
+    def __getitem__(self, idx: np.ndarray) -> torch.Tensor:
+        if self.shards is not None:
+            return torch.from_numpy(np.asarray(self.shards[idx], dtype=np.float32))
+        return self.data[torch.from_numpy(idx).to(self.dev)]
+
+
 def fit(
     model: nn.Module,
-    train: np.ndarray,
+    train: Any,
     cfg: TrainConfig,
     out: str | Path,
     config: dict,
@@ -129,20 +188,38 @@ def fit(
 ) -> dict:
     """Train `model` on windows `train` (n, w, 4); write RUN/{config.json, log.csv, checkpoint.pt}.
 
-    `config` is the fully resolved description of the run (model kind and sizes,
-    data folder...), stored as config.json; a resumed run must match it.
-    Returns the final training summary (also the last row of log.csv).
+    `train` is an array or memory-mapped shards (`midilib.shards.Shards`: anything with len,
+    shape, indexing by an index array and `chunks`). `config` is the fully resolved
+    description of the run (model kind and sizes, data folder...), stored as config.json;
+    a resumed run must match it. Returns the final training summary (also the last row of log.csv).
+
+    Stops and resume: a checkpoint is written after every epoch and when `max_steps` stops
+    the run inside an epoch, with the position in the epoch (the epoch's order is a
+    function of the seed and the epoch), the running log sums and every RNG state; so
+    `--resume` from any checkpoint, with a larger `--max-steps` or `--epochs`, reaches the
+    weights of a run never stopped, bit for bit on the CPU. `max_steps` counts the run's
+    steps in all, not the steps of this call. `max_minutes` is checked between epochs
+    (a time-budgeted run ends on an epoch boundary); a kill loses the epoch in progress.
+
+    Under torchrun (WORLD_SIZE > 1) the model trains with DistributedDataParallel: every
+    rank takes its part of each global batch (`distributed.World.part`), rank 0 alone
+    writes the run folder.
     """
     if cfg.max_minutes is not None and cfg.max_minutes <= 0:
         raise ValueError(f"--max-minutes must be > 0, got {cfg.max_minutes}")
     dev = resolve_device(device)
     autocast = autocast_for(dev, cfg.precision)  # checks the precision before anything is written
+    ranks = distributed.setup(dev)
+    if dev.type == "cuda" and ranks.size > 1:
+        dev = torch.device("cuda", ranks.local_rank)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
     config = {**config, "train": asdict(cfg), "seed": seed}
     ckpt_path = out / "checkpoint.pt"
     state = TrainState()
     optimizer = None
+    partial: dict = {}
 
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -153,54 +230,102 @@ def fit(
         optimizer = make_optimizer(model, cfg)
         optimizer.load_state_dict(ckpt["optimizer"])
         state = TrainState(**ckpt["state"])
-        _set_rng_state(ckpt["rng"])
-        _truncate_log(out / "log.csv", state.epoch)
+        rng = ckpt["rng"]
+        if isinstance(rng, list):  # one state per rank
+            if len(rng) != ranks.size:
+                raise ValueError(f"{ckpt_path}: saved by {len(rng)} processes, resumed by {ranks.size}")
+            rng = rng[ranks.rank]
+        elif ranks.size > 1:
+            raise ValueError(f"{ckpt_path}: saved by 1 process, resumed by {ranks.size}")
+        _set_rng_state(rng)
+        partial = ckpt.get("partial") or {}
     else:
         seed_everything(seed)
         model.to(dev)
         optimizer = make_optimizer(model, cfg)
-        (out / "log.csv").unlink(missing_ok=True)
-    atomic_write(out / "config.json", json.dumps(config, indent=1))
+        if ranks.main:
+            (out / "log.csv").unlink(missing_ok=True)
+    if ranks.main:
+        atomic_write(out / "config.json", json.dumps(config, indent=1))
 
-    data = torch.as_tensor(np.ascontiguousarray(train, dtype=np.float32))
-    if dev.type == "cuda":
-        data = data.pin_memory().to(dev, non_blocking=True)
-    n = len(data)
+    n = len(train)
     if n == 0:
         raise ValueError("no training windows")
     batch = min(cfg.batch_size, n)
+    if batch < ranks.size:
+        raise ValueError(f"a global batch of {batch} windows cannot be split over {ranks.size} processes")
+    data = _Batches(train, dev)
+    net: nn.Module = model
+    if ranks.size > 1:
+        net = DDP(LossModule(model), device_ids=[dev.index] if dev.type == "cuda" else None)
     steps_per_epoch = math.ceil(n / batch)
     summary: dict = {}
     budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+
+    def out_of_steps() -> bool:
+        return cfg.max_steps is not None and state.step >= cfg.max_steps
+
+    def save(sums: dict, seen: int, elapsed: float) -> None:
+        rng = distributed.gather_objects(_rng_state())
+        if not ranks.main:
+            return
+        mid = state.batch > 0
+        _atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "state": asdict(state),
+                "rng": rng if ranks.size > 1 else rng[0],
+                "partial": {"sums": sums, "seen": seen, "seconds": elapsed} if mid else None,
+                "config": json.loads(json.dumps(config)),
+            },
+            ckpt_path,
+        )
+
     epochs = range(state.epoch, cfg.epochs)
-    for epoch in tqdm(epochs, desc=f"train {config.get('model', '')}", unit="epoch", disable=not progress):
-        if cfg.max_steps is not None and state.step >= cfg.max_steps:
-            break
-        if state.seconds >= budget:
+    for epoch in tqdm(epochs, desc=f"train {config.get('model', '')}", unit="epoch",
+                      disable=not (progress and ranks.main)):
+        if out_of_steps() or (state.batch == 0 and state.seconds >= budget):
             break
         model.train()
         t0 = time.perf_counter()
-        order = torch.randperm(n).to(dev)
-        sums: dict[str, Any] = {}
-        seen = 0
-        for i in range(steps_per_epoch):
-            if cfg.max_steps is not None and state.step >= cfg.max_steps:
+        order = epoch_order(n, seed, epoch)
+        start = state.batch
+        # the sums of an epoch a checkpoint stopped inside (rank 0 holds the all-ranks sums)
+        sums: dict[str, Any] = dict(partial.get("sums", {})) if start and ranks.main else {}
+        seen = partial.get("seen", 0) if start and ranks.main else 0
+        before = partial.get("seconds", 0.0) if start else 0.0
+        partial = {}
+        for i in range(start, steps_per_epoch):
+            if out_of_steps():
                 break
             idx = order[i * batch : (i + 1) * batch]
-            loss, logs = train_step(model, optimizer, data[idx], epoch, autocast, cfg.grad_clip)
-            state.step += 1
             k = len(idx)
-            seen += k
-            sums["loss"] = sums.get("loss", 0.0) + loss.detach().double() * k
+            lo, hi = ranks.part(k)
+            mine = idx[lo:hi] if hi > lo else idx[:1]  # an empty part steps with weight 0 (k < ranks)
+            weight = ranks.size * (hi - lo) / k
+            with distributed.rows(lo, hi, k) if ranks.size > 1 and hi > lo else contextlib.nullcontext():
+                loss, logs = train_step(net, optimizer, data[mine], epoch, autocast, cfg.grad_clip, weight)
+            state.step += 1
+            state.batch = i + 1
+            local = hi - lo
+            seen += local
+            sums["loss"] = sums.get("loss", 0.0) + loss.detach().double() * local
             for name, value in logs.items():
                 if name != "loss":
                     value = value.double() if torch.is_tensor(value) else value
-                    sums[name] = sums.get(name, 0.0) + value * k
+                    sums[name] = sums.get(name, 0.0) + value * local
         if dev.type == "cuda":
             torch.cuda.synchronize()  # the epoch's time includes its queued GPU work
-        elapsed = time.perf_counter() - t0
-        state.seconds += elapsed
-        state.epoch = epoch + 1
+        elapsed = before + time.perf_counter() - t0
+        sums = {k: float(v) for k, v in sums.items()}
+        totals = distributed.all_sum({**sums, "__seen": seen})
+        seen = int(totals.pop("__seen"))
+        sums = totals
+        finished = state.batch == steps_per_epoch
+        state.seconds += time.perf_counter() - t0
+        if finished:
+            state.epoch, state.batch = epoch + 1, 0
         row = {
             "epoch": epoch,
             "step": state.step,
@@ -209,24 +334,21 @@ def fit(
             "seconds": state.seconds,
             **{name: round(float(value) / max(seen, 1), 12) for name, value in sums.items()},
         }
-        _atomic_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "state": asdict(state),
-                "rng": _rng_state(),
-                "config": json.loads(json.dumps(config)),
-            },
-            ckpt_path,
-        )
-        _append_log(out / "log.csv", row)  # after the checkpoint: a logged epoch is a saved one
+        save(sums, seen, elapsed)
+        if ranks.main:
+            if resume:  # rows past the checkpoint (a kill between the two writes, a stop inside an epoch)
+                _truncate_log(out / "log.csv", epoch)
+            _append_log(out / "log.csv", row)  # after the checkpoint: a logged epoch is a saved one
         summary = row
+        if not finished:  # stopped by max_steps inside the epoch
+            break
+    distributed.barrier()  # the other ranks wait for rank 0's last checkpoint
     model.eval()
     if not summary and (out / "log.csv").exists():  # nothing left to run: report the last epoch
         rows = list(csv.DictReader(open(out / "log.csv", newline="")))
         summary = {k: float(v) for k, v in rows[-1].items() if v} if rows else {}
     stopped = "epochs"
-    if cfg.max_steps is not None and state.step >= cfg.max_steps:
+    if out_of_steps():
         stopped = "max_steps"
     elif state.epoch < cfg.epochs and state.seconds >= budget:
         stopped = "max_minutes (the epoch count depends on the machine's speed)"

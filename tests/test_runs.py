@@ -221,6 +221,29 @@ def test_generate_and_evaluate_through_the_cli(data_dir, ddpm_run, tmp_path, cap
     assert (out / "results.md").read_text().count("|") > 20
 
 
+def test_generate_dpmsolver_through_the_cli(ddpm_run, tmp_path, capsys):
+    """`generate dpmsolver`: DPM-Solver++ on the DDPM run's denoiser, 20 steps unless --steps."""
+    out = tmp_path / "dpm"
+    assert main(["generate", "dpmsolver", "--run", str(ddpm_run), "-n", "32", "--out", str(out), "--steps", "10",
+                 "--quiet"]) == 0
+    assert "dpmsolver: 32 windows" in capsys.readouterr().out
+    with np.load(out / "samples.npz") as f:
+        samples = f["samples"]
+    assert samples.shape == (32, 8, 4) and samples.dtype == np.float32 and np.isfinite(samples).all()
+    assert np.all(samples[..., 0] == np.round(samples[..., 0])) and samples[..., 2].min() >= 0
+    info = json.loads((out / "generate.json").read_text())
+    assert (info["generator"], info["steps"]) == ("dpmsolver", 10) and len(list(out.glob("*.mid"))) == 4
+    again = tmp_path / "again"
+    assert main(["generate", "dpmsolver", "--run", str(ddpm_run), "-n", "32", "--out", str(again), "--quiet"]) == 0
+    assert json.loads((again / "generate.json").read_text())["steps"] == 20  # the default
+    with np.load(again / "samples.npz") as f:
+        assert not np.array_equal(f["samples"], samples)  # 20 steps are not 10
+    for extra, needle in ((["--steps", "0"], "--steps must be in [1, 100], got 0"), (["--eta", "0.5"], "--eta")):
+        assert main(["generate", "dpmsolver", "--run", str(ddpm_run), "-n", "8", "--out", str(tmp_path / "x"),
+                     "--quiet", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+
 def test_cli_errors_are_one_line(data_dir, ddpm_run, tmp_path, capsys):
     cases = [
         (["train", "vae", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")], "not found"),
@@ -260,3 +283,32 @@ def test_compare_tabulates_vae_runs_by_head(data_dir, tmp_path, capsys):
     assert main(["compare", "no-name"]) == 2
     with pytest.raises(ValueError, match="--value-head must be mse or classes"):
         train_model("vae", data_dir, "smoke", tmp_path / "bad", epochs=1, value_head="gauss", progress=False)
+
+
+@pytest.mark.parametrize("kind", ["vae", "ddpm"])
+def test_a_run_stopped_by_max_steps_resumes_to_the_straight_weights(data_dir, tmp_path, kind):
+    """--max-steps counts the run's steps in all: stopping inside an epoch (and on its boundary)
+    and resuming with a larger --max-steps reaches, bit for bit, the weights of one straight run."""
+    from midilib.prepare import load_windows
+
+    n = len(load_windows(data_dir)["train"])
+    per_epoch = -(-n // 64)
+    assert per_epoch >= 3, "the test needs epochs of several steps"
+    total = 2 * per_epoch + 2
+    args = ["train", kind, "--data", str(data_dir), "--profile", "smoke", "--epochs", "3", "--batch-size", "64",
+            "--quiet"]
+    straight = tmp_path / "straight"
+    assert main([*args, "--max-steps", str(total), "--out", str(straight)]) == 0
+    for stops in ([per_epoch // 2, per_epoch + 1], [per_epoch]):  # inside an epoch; on a boundary
+        run = tmp_path / f"stopped-{stops[0]}"
+        assert main([*args, "--max-steps", str(stops[0]), "--out", str(run)]) == 0
+        state = torch.load(run / "checkpoint.pt", weights_only=False)["state"]
+        assert state["step"] == stops[0] and state["batch"] == stops[0] % per_epoch
+        for stop in [*stops[1:], total]:
+            assert main([*args, "--max-steps", str(stop), "--out", str(run), "--resume"]) == 0
+        a, b = _weights(straight), _weights(run)
+        assert all(torch.equal(a[name], b[name]) for name in a), kind
+        log_a, log_b = pd.read_csv(straight / "log.csv"), pd.read_csv(run / "log.csv")
+        assert list(log_b.epoch) == list(log_a.epoch) == [0, 1, 2]
+        cols = [c for c in log_a.columns if c not in ("samples_per_s", "seconds")]
+        pd.testing.assert_frame_equal(log_a[cols], log_b[cols])

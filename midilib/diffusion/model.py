@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from midilib import distributed
 from midilib.diffusion.representation import DEFAULT_TAU, DiffusionCodec
 from midilib.diffusion.schedulers import add_noise
 from midilib.diffusion.schedules import make_betas
@@ -59,8 +60,8 @@ class DiffusionModel(nn.Module):
         if batch.dim() != 3 or batch.shape[1:] != (self.window, 4):
             raise ValueError(f"expected a batch (B, {self.window}, 4), got {tuple(batch.shape)}")
         x0 = self.codec.encode(batch.float())
-        t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
-        noise = torch.randn_like(x0)
+        t = distributed.randint(self.timesteps, (x0.shape[0],), device=x0.device)
+        noise = distributed.randn_like(x0)
         x_t = add_noise(self.alphas_cumprod, x0, noise, t)
         loss = F.mse_loss(self(x_t, t), noise)
         return loss, {"mse": loss.detach()}

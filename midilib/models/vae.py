@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from midilib import distributed
 from midilib.events import DELTA, DURATION, PITCH, VELOCITY
 from midilib.models import eval_mode
 from midilib.models.memory import MemoryOverwrite
@@ -161,7 +162,7 @@ class VAE(nn.Module):
                 true_x = torch.cat(
                     (F.one_hot(target[0][:, t], N_PITCH).to(x.dtype), target[1][:, t]), dim=-1
                 )
-                mask = torch.rand(batch, 1, device=x.device) < forcing
+                mask = distributed.rand((batch, 1), device=x.device) < forcing
                 x = torch.where(mask, true_x, x)
             logits_out.append(logits)
             values_out.append(values)
@@ -176,7 +177,7 @@ class VAE(nn.Module):
         """
         pitch, values = self.scale(batch)
         mu, logvar = self.encode(pitch, values)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        z = mu + distributed.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         logits, pred_values, pred_pitch, value_logits = self.decode_steps(
             z, batch.shape[1], target=(pitch, values), forcing=forcing
         )
