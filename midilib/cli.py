@@ -50,7 +50,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.model, args.data, args.profile, args.out, epochs=args.epochs, max_steps=args.max_steps,
         device=args.device, seed=args.seed, resume=args.resume, denoiser=args.denoiser,
         schedule=args.schedule, pitch_code=args.pitch_code, batch_size=args.batch_size, max_minutes=args.max_minutes,
-        precision=args.precision, value_weight=args.value_weight, value_head=args.value_head, reuse=False, progress=not args.quiet,
+        precision=args.precision, value_weight=args.value_weight, value_head=args.value_head,
+        free_bits=args.free_bits, beta_max=args.beta_max, reuse=False, progress=not args.quiet,
     )
     from midilib.distributed import world
 
@@ -91,7 +92,7 @@ def _parse_spec(spec: str) -> tuple[str, Path, str]:
     if not path.exists() and ":" in rest:
         head, _, key = rest.rpartition(":")
         path = Path(head)
-    if not path.is_file():
+    if not (path.is_file() or (path.is_dir() and key != "samples")):
         raise FileNotFoundError(f"{path}: no such samples file (from {spec!r})")
     return name, path, key
 
@@ -99,11 +100,27 @@ def _parse_spec(spec: str) -> tuple[str, Path, str]:
 def load_samples(spec: str) -> tuple[str, np.ndarray]:
     """Parse NAME=PATH[:split] into (name, windows).
 
-    PATH is a samples.npz (array "samples") or a windows.npz, with the array
-    named after the colon (PATH:train). Errors are one-line ValueError /
+    PATH is a samples.npz (array "samples"), or a prepared folder or a windows.npz
+    with the array named after the colon (DIR:train). Errors are one-line ValueError /
     FileNotFoundError messages.
     """
     name, path, key = _parse_spec(spec)
+    if path.is_dir():
+        from midilib.shards import open_split, split_names
+
+        try:
+            windows = np.asarray(open_split(path, key), dtype=np.float32)
+        except (KeyError, FileNotFoundError):
+            raise ValueError(f"{path}: no array {key!r} (has: {', '.join(split_names(path)) or 'none'})") from None
+    else:
+        windows = _npz_array(path, key)
+    if windows.ndim != 3 or windows.shape[-1] != 4 or len(windows) == 0:
+        raise ValueError(f"{path}:{key} has shape {windows.shape}; expected (n, window, 4)")
+    return name, windows
+
+
+def _npz_array(path: Path, key: str) -> np.ndarray:
+    """Array `key` of an .npz file as float32; one-line ValueError if it is not readable or absent."""
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
@@ -114,14 +131,14 @@ def load_samples(spec: str) -> tuple[str, np.ndarray]:
             windows = np.asarray(npz[key], dtype=np.float32)
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
-    if windows.ndim != 3 or windows.shape[-1] != 4 or len(windows) == 0:
-        raise ValueError(f"{path}:{key} has shape {windows.shape}; expected (n, window, 4)")
-    return name, windows
+    return windows
 
 
 def _seconds_per_10k(spec: str) -> float | None:
     """The optional scalar "seconds_per_10k" stored beside the samples."""
     _, path, _ = _parse_spec(spec)
+    if path.is_dir():
+        return None
     with np.load(path, allow_pickle=False) as npz:
         return float(npz["seconds_per_10k"]) if "seconds_per_10k" in npz.files else None
 
@@ -141,7 +158,7 @@ def run_evaluation(
     d_max: float | None = None,
     embed_cache: str | Path | None = None,
 ) -> pd.DataFrame:
-    """The whole protocol: reference from windows.npz's test split (intervals by its files),
+    """The whole protocol: reference from a prepared folder's test split (intervals by its files),
     sets, table, files.
 
     Sets bigger than n are randomly subsampled to n; `n` also caps the windows
@@ -156,16 +173,19 @@ def run_evaluation(
     prepared = json.loads(params_path.read_text())["params"] if params_path.is_file() else {}
     s_max = s_max if s_max is not None else prepared.get("s_max", 2.0)
     d_max = d_max if d_max is not None else prepared.get("d_max", 2.0)
-    npz_path = Path(reference_dir) / "windows.npz"
-    if not npz_path.is_file():
-        raise FileNotFoundError(f"{npz_path}: no such file (run the data pipeline first)")
-    with np.load(npz_path, allow_pickle=False) as npz:
-        missing = [k for k in ("train", "test") if k not in npz.files]
-        if missing:
-            raise ValueError(f"{npz_path}: missing array(s) {', '.join(missing)}")
-        train, test = npz["train"], npz["test"]
-        train_file = npz["train_file"] if "train_file" in npz.files else None
-        test_file = npz["test_file"] if "test_file" in npz.files else None
+    from midilib.prepare import load_windows
+    from midilib.shards import split_names
+
+    have = split_names(reference_dir)  # shards, or a windows.npz from before them
+    if not have:
+        raise FileNotFoundError(f"{Path(reference_dir) / 'windows.npz'}: no such file, nor shards "
+                                "(run the data pipeline first)")
+    missing = [k for k in ("train", "test") if k not in have]
+    if missing:
+        raise ValueError(f"{reference_dir}: missing array(s) {', '.join(missing)}")
+    arrays = load_windows(reference_dir, names=[k for k in ("train", "test", "train_file", "test_file") if k in have])
+    train, test = arrays["train"], arrays["test"]
+    train_file, test_file = arrays.get("train_file"), arrays.get("test_file")
     reference, ref_groups = E.reference_set(test, test_file, min(n, len(test)), seed, s_max, d_max)
     sets: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
@@ -186,7 +206,7 @@ def run_evaluation(
     embedders = [embedder] if isinstance(embedder, str) else list(embedder or [])
     lines = [
         *title_lines,
-        f"Reference: {len(reference)} of {len(test)} test windows of {npz_path} from {pieces} pieces "
+        f"Reference: {len(reference)} of {len(test)} test windows of {reference_dir} from {pieces} pieces "
         f"(seed {seed}); floor and baselines from {len(train)} training windows",
         f"Bootstrap: {n_boot} replicates" + (f"; FAD embedders: {', '.join(embedders)}" if embedders else ""),
         machine_line(),
@@ -241,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m midilib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare", help="MIDI files -> windows.npz + manifest.csv")
+    p = sub.add_parser("prepare", help="MIDI files -> DIR/shards + manifest.csv")
     p.add_argument("source", help="a folder of MIDI files, a GiantMIDI zip, 'default' or 'giantmidi'")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--window", type=int, default=8)
@@ -257,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = sub.add_parser("train", help="train a model into a run folder")
     p.add_argument("model", choices=("vae", "ddpm"))
-    p.add_argument("--data", required=True, help="a prepared folder (windows.npz)")
+    p.add_argument("--data", required=True, help="a prepared folder (DIR/shards)")
     p.add_argument("--profile", default="default", help="smoke | default | full")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--epochs", type=int, default=None)
@@ -277,15 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VAE only: weight of the values' term against the pitch cross-entropy")
     p.add_argument("--value-head", choices=("mse", "classes"), default=None,
                    help="VAE only: velocity/delta/duration by softplus MSE (the original's) or as classes")
+    p.add_argument("--free-bits", type=float, default=None,
+                   help="VAE only: nats of KL per window that cost nothing (MusicVAE's free bits)")
+    p.add_argument("--beta-max", type=float, default=None, help="VAE only: the KL weight's final value")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("generate", help="generate windows with a trained run")
-    p.add_argument("generator", choices=("vae", "ddpm", "ddim"))
+    from midilib.runs import GENERATORS
+
+    p.add_argument("generator", choices=GENERATORS)
     p.add_argument("--run", required=True)
     p.add_argument("-n", type=int, default=10_000)
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (diffusion; default: all for ddpm, 50 for ddim)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (diffusion; default: all for ddpm, 50 for ddim, 20 for dpmsolver)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like; ddim only)")
     p.add_argument("--temperature", type=float, default=0.0, help="VAE pitch temperature (0 = argmax)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4096)

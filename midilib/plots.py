@@ -204,22 +204,30 @@ def _yerr(rows: pd.DataFrame, metric: str) -> list[np.ndarray] | None:
             np.nan_to_num(np.clip(rows[f"{metric}_hi"] - rows[metric], 0, None).to_numpy(float))]
 
 
-def steps_sweep(sweep: pd.DataFrame, metrics: Sequence[str], floor: str | None = None) -> plt.Figure:
-    """Quality against sampling time, one panel per metric: DDIM step counts as a line
-    (rows named "DDIM-K", in order of K), DDPM rows as separate markers, intervals where the
-    table has <metric>_lo/_hi, and the `floor` row (real music) as a dashed line with its band."""
+def steps_sweep(
+    sweep: pd.DataFrame, metrics: Sequence[str], floor: str | None = None, lines: Sequence[str] = ("DDIM",)
+) -> plt.Figure:
+    """Quality against sampling time, one panel per metric: each sampler of `lines` as a line
+    through its step counts (rows named "<sampler>-K", in order of K, labelled with K), DDPM
+    rows as separate markers, intervals where the table has <metric>_lo/_hi, and the `floor`
+    row (real music) as a dashed line with its band."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.2), squeeze=False)
     names = [str(k) for k in sweep.index]
-    ddim = sweep.loc[sorted((k for k in names if k.startswith("DDIM")), key=lambda k: int(k.split("-")[1]))]
+    curves = {
+        line: sweep.loc[sorted((k for k in names if k.rsplit("-", 1)[0] == line), key=lambda k: int(k.rsplit("-", 1)[1]))]
+        for line in lines
+    }
     others = sweep.loc[[k for k in names if k.startswith("DDPM")]]
     for ax, metric in zip(axes[0], metrics):
-        ax.errorbar(ddim.sec_per_10k, ddim[metric], yerr=_yerr(ddim, metric), fmt="o-", capsize=3, label="DDIM")
+        for i, (line, rows) in enumerate(curves.items()):
+            ax.errorbar(rows.sec_per_10k, rows[metric], yerr=_yerr(rows, metric), fmt="o-" if i == 0 else "D-",
+                        capsize=3, color=f"C{0 if i == 0 else i + 3}", label=line)
+            for name, row in rows.iterrows():
+                ax.annotate(str(name).rsplit("-", 1)[1], (row.sec_per_10k, row[metric]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=8)
         for name, row in others.iterrows():
             ax.errorbar(row.sec_per_10k, row[metric], yerr=_yerr(others.loc[[name]], metric), fmt="s", capsize=3,
                         color="C3", label=name)
-        for name, row in ddim.iterrows():
-            ax.annotate(str(name).split("-")[1], (row.sec_per_10k, row[metric]),
-                        textcoords="offset points", xytext=(4, 4), fontsize=8)
         if floor is not None and floor in sweep.index and np.isfinite(sweep.at[floor, metric]):
             ax.axhline(sweep.at[floor, metric], color="k", ls="--", lw=1, label="floor (real music)")
             if f"{metric}_lo" in sweep.columns and np.isfinite(sweep.at[floor, f"{metric}_lo"]):

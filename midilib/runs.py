@@ -26,10 +26,13 @@ from midilib.events import write_midi
 from midilib.models.vae import VALUE_HEADS
 from midilib.prepare import data_key, load_windows
 from midilib.profiles import DiffusionConfig, Profile, TrainConfig, VAEConfig, get_profile, override
+from midilib.shards import open_split, split_names
 from midilib.train import fit, load_checkpoint, normalized, resolve_device, seed_everything
 
 MODELS = ("vae", "ddpm")
-GENERATORS = ("vae", "ddpm", "ddim")
+GENERATORS = ("vae", "ddpm", "ddim", "dpmsolver")
+# steps when --steps is not given (None: all T); dpmsolver: DPM-Solver++(2M), notebook 05 compares it with DDIM
+DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmsolver": 20}
 
 
 def data_params(data_dir: str | Path) -> dict:
@@ -74,6 +77,8 @@ def resolve_config(
     precision: str | None = None,
     value_weight: float | None = None,
     value_head: str | None = None,
+    free_bits: float | None = None,
+    beta_max: float | None = None,
 ) -> tuple[dict, TrainConfig]:
     """The fully resolved description of a training run and its TrainConfig."""
     prof = get_profile(profile)
@@ -85,8 +90,14 @@ def resolve_config(
         raise ValueError(f"--value-head is a VAE setting, not one of {kind!r}")
     if value_head is not None and value_head not in VALUE_HEADS:
         raise ValueError(f"--value-head must be {' or '.join(VALUE_HEADS)}, got {value_head!r}")
+    for name, value in (("--free-bits", free_bits), ("--beta-max", beta_max)):
+        if value is not None and kind != "vae":
+            raise ValueError(f"{name} is a VAE setting, not one of {kind!r}")
+        if value is not None and not 0 <= value < float("inf"):
+            raise ValueError(f"{name} must be >= 0 and finite, got {value}")
     if kind == "vae":
-        model_cfg = asdict(override(prof.vae, value_weight=value_weight, value_head=value_head))
+        model_cfg = asdict(override(prof.vae, value_weight=value_weight, value_head=value_head,
+                                    free_bits=free_bits, beta_max=beta_max))
         train_cfg = prof.vae_train
     elif kind == "ddpm":
         model_cfg = asdict(override(prof.diffusion, denoiser=denoiser, schedule=schedule, pitch_code=pitch_code))
@@ -135,13 +146,18 @@ def train_model(
     precision: str | None = None,
     value_weight: float | None = None,
     value_head: str | None = None,
+    free_bits: float | None = None,
+    beta_max: float | None = None,
     reuse: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Train `kind` on DIR/windows.npz into RUN; returns metrics.json's content."""
+    """Train `kind` on a prepared folder DIR into RUN; returns metrics.json's content.
+
+    Training reads DIR's train split from its memory-mapped shards (`open_split`), so the
+    corpus need not fit in memory; the held-out splits (small) are read into memory."""
     config, train_cfg = resolve_config(
         kind, profile, data_dir, epochs, max_steps, denoiser, schedule, pitch_code, batch_size, max_minutes, precision,
-        value_weight, value_head,
+        value_weight, value_head, free_bits, beta_max,
     )
     out = Path(out)
     full_config = {**config, "train": asdict(train_cfg), "seed": seed}
@@ -151,10 +167,12 @@ def train_model(
     main = distributed.world().main  # under torchrun, rank 0 alone writes the run folder
     if not resume and main:
         (out / "metrics.json").unlink(missing_ok=True)  # a killed retrain must not look finished
-    arrays = load_windows(data_dir)
+    train = open_split(data_dir, "train")  # memory-mapped: never read whole into RAM
+    held_out = [name for name in ("valid", "test", "valid_file", "test_file") if name in split_names(data_dir)]
+    arrays: dict = {**load_windows(data_dir, names=held_out), "train": train}
     seed_everything(seed)  # the initial weights too are a function of the seed
     model = build_model(kind, config[kind], config["data_params"])
-    summary = fit(model, arrays["train"], train_cfg, out, config, seed=seed, device=device,
+    summary = fit(model, train, train_cfg, out, config, seed=seed, device=device,
                   resume=resume, progress=progress)
     result = {"model": kind, "parameters": count_parameters(model), "final": summary,
               "device": str(resolve_device(device))}
@@ -184,6 +202,7 @@ def compare_runs(runs: dict[str, str | Path]) -> pd.DataFrame:
         cfg = normalized(json.loads((run / "config.json").read_text()))["vae"]
         vae = result["reconstruction"][0]
         rows.append({"run": name, "value_head": cfg["value_head"], "value_weight": cfg["value_weight"],
+                     "free_bits": cfg["free_bits"], "beta_max": cfg["beta_max"],
                      "epochs": result["final"].get("epochs_done"), "seconds": result["final"].get("seconds"),
                      "split": result.get("reconstruction_split", "test"),
                      **{k: vae[k] for k in ("pitch_accuracy", "pitch_accuracy_lo", "pitch_accuracy_hi",
@@ -246,6 +265,7 @@ def reconstruction_table(
         test, groups = test[keep], groups[keep]
     if len(train) > max_train:  # and the nearest-neighbour search in memory
         train = train[np.sort(rng.choice(len(train), max_train, replace=False))]
+    train = np.asarray(train)  # memory-mapped shards (train_model): these rows in RAM
     predictions = {
         "VAE (posterior mean)": reconstruct(model, test),
         "baseline: most common pitch": baselines.most_common_pitch(train, test),
@@ -286,6 +306,8 @@ def generate(
         raise ValueError(f"-n must be >= 1, got {n}")
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"--eta must be in [0, 1], got {eta}")
+    if eta and kind == "dpmsolver":
+        raise ValueError(f"--eta is a DDIM setting; dpmsolver is deterministic (got --eta {eta})")
     if temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {temperature}")
     model, config = load_model(run, device)
@@ -306,8 +328,8 @@ def generate(
 
         if steps is not None and not 1 <= steps <= model.timesteps:
             raise ValueError(f"--steps must be in [1, {model.timesteps}], got {steps}")
-        if steps is None and kind == "ddim":
-            steps = 50
+        if steps is None and DEFAULT_STEPS[kind] is not None:
+            steps = min(DEFAULT_STEPS[kind], model.timesteps)
         scheduler = make_scheduler(model, kind, steps, eta=eta)
         samples = diffusion_sample(model, scheduler, n, batch_size=batch_size, seed=seed,
                                    progress=progress, precision=config["train"]["precision"])

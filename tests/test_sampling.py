@@ -38,7 +38,7 @@ def check_events(ev: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind,steps,eta", [("ddpm", None, 0.0), ("ddim", 10, 0.0), ("ddim", 8, 1.0)]
+    "kind,steps,eta", [("ddpm", None, 0.0), ("ddim", 10, 0.0), ("ddim", 8, 1.0), ("dpmsolver", 10, 0.0)]
 )
 def test_sample_is_deterministic_given_the_seed(model, kind, steps, eta) -> None:
     sched = make_scheduler(model, kind, steps, eta=eta)
@@ -54,9 +54,11 @@ def test_sample_is_deterministic_given_the_seed(model, kind, steps, eta) -> None
     assert not np.array_equal(a, c)
 
 
-def test_ddim_eta0_depends_only_on_the_start_noise(model) -> None:
-    """Deterministic DDIM: the batch split must not change a window."""
-    sched = make_scheduler(model, "ddim", 5)
+@pytest.mark.parametrize("kind", ["ddim", "dpmsolver"])
+def test_deterministic_samplers_depend_only_on_the_start_noise(model, kind) -> None:
+    """Deterministic DDIM and DPM-Solver++ (whose multistep state restarts with every batch):
+    the batch split must not change a window."""
+    sched = make_scheduler(model, kind, 5)
     whole = sample(model, sched, 6, batch_size=6, seed=0, progress=False)
     split = sample(model, sched, 6, batch_size=3, seed=0, progress=False)
     np.testing.assert_allclose(whole, split, atol=1e-5)
@@ -147,7 +149,7 @@ def fifths_model(request):
     return m
 
 
-@pytest.mark.parametrize("kind,steps", [("ddpm", None), ("ddim", 10)])
+@pytest.mark.parametrize("kind,steps", [("ddpm", None), ("ddim", 10), ("dpmsolver", 10)])
 def test_fifths_model_generates_valid_windows(fifths_model, kind, steps) -> None:
     assert fifths_model.codec.channels == 6
     sched = make_scheduler(fifths_model, kind, steps)

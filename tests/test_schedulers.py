@@ -1,4 +1,4 @@
-"""Noise schedules and our DDPM/DDIM schedulers, checked against diffusers step for step."""
+"""Noise schedules and our DDPM/DDIM/DPM-Solver++ schedulers, checked against diffusers step for step."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from midilib.diffusion.schedulers import DDIMScheduler, DDPMScheduler  # noqa: E402
+from midilib.diffusion.schedulers import DDIMScheduler, DDPMScheduler, DPMSolverScheduler  # noqa: E402
 from midilib.diffusion.schedules import (  # noqa: E402
     alphas_cumprod,
     cosine_betas,
@@ -150,3 +150,109 @@ def test_timesteps_and_errors() -> None:
         DDIMScheduler(linear_betas(T), eta=2.0)
     with pytest.raises(ValueError, match="timestep_spacing"):
         DDPMScheduler(linear_betas(T), timestep_spacing="uniform")
+
+
+# ----------------------------------------------------------------------------- DPM-Solver++
+
+
+def fake_eps(x: torch.Tensor, t: int, ab: torch.Tensor) -> torch.Tensor:
+    """A fixed, deterministic, imperfect denoiser: the exact epsilon of N(0, I) data plus a
+    nonlinear error scaled by alpha_t, so that the predicted x0 stays bounded at every t."""
+    a, s = float(ab[t]) ** 0.5, (1.0 - float(ab[t])) ** 0.5
+    return s * x + 0.4 * a * torch.sin(3.0 * x + t / 100.0)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # diffusers' np.array(tensor)
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("clip", [True, False])
+@pytest.mark.parametrize("n,spacing", [(1, "linspace"), (5, "linspace"), (10, "linspace"), (20, "linspace"),
+                                       (10, "leading"), (20, "trailing")])
+def test_dpmsolver_trajectory_matches_diffusers(schedule, clip, n, spacing) -> None:
+    """The whole sampling trajectory of DPM-Solver++(2M) against diffusers' default
+    `DPMSolverMultistepScheduler`; clipping as its thresholding with sample_max_value = 1
+    (a clamp to [-1, 1]). diffusers' sigmas are replaced by float64 ones, as in `pair`."""
+    betas = make_betas(schedule, T).astype(np.float32)
+    ours = DPMSolverScheduler(betas, clip_sample=clip, timestep_spacing=spacing)
+    ref = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=T, trained_betas=betas, algorithm_type="dpmsolver++", solver_order=2,
+        solver_type="midpoint", lower_order_final=True, timestep_spacing=spacing,
+        thresholding=clip, sample_max_value=1.0,
+    )
+    ours.set_timesteps(n)
+    ref.set_timesteps(n)
+    torch.testing.assert_close(ours.timesteps, ref.timesteps, rtol=0, atol=0)
+    ab = torch.from_numpy(np.cumprod(1.0 - betas.astype(np.float64)))
+    ref.sigmas = torch.from_numpy(np.append(((1 - ab) / ab).sqrt().numpy()[ref.timesteps.numpy()], 0.0))
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(n))
+    y = x.clone()
+    for t in ours.timesteps.tolist():
+        x = ours.step(fake_eps(x, t, ab), t, x)
+        y = ref.step(fake_eps(y, t, ab), t, y).prev_sample
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+    assert x.abs().max() > 0.1 and (not clip or x.abs().max() <= 1.0)
+
+
+def _gaussian_error(scheduler, mu: float = 0.3, s: float = 0.5) -> float:
+    """Largest distance to the exact probability-flow ODE solution for N(mu, s^2) data.
+
+    With the exact epsilon E[eps | x_t] = sigma_t (x_t - alpha_t mu) / (alpha_t^2 s^2 + sigma_t^2)
+    the ODE keeps z = (x_t - alpha_t mu) / sqrt(alpha_t^2 s^2 + sigma_t^2) fixed, so it ends at mu + s z."""
+    ab = scheduler.alphas_cumprod
+    t0 = int(scheduler.timesteps[0])
+    scale0 = float(ab[t0] * s**2 + 1 - ab[t0]) ** 0.5
+    z = torch.randn(256, 8, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = float(ab[t0]) ** 0.5 * mu + scale0 * z
+    for t in scheduler.timesteps.tolist():
+        a, sg = float(ab[t]) ** 0.5, (1.0 - float(ab[t])) ** 0.5
+        x = scheduler.step(sg * (x - a * mu) / (a * a * s * s + sg * sg), t, x)
+    return float((x - (mu + s * z)).abs().max())
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_dpmsolver_with_the_exact_epsilon_reaches_the_ode_solution_in_few_steps(schedule) -> None:
+    """Second order pays: DPM-Solver++ at 20 steps lands closer to the exact solution than DDIM
+    at 50 (measured: cosine 0.008 against 0.065; linear 0.099 against 0.118), and at 10 and
+    20 steps beats both DDIM and its own first-order form at the same step count."""
+    betas = make_betas(schedule, T)
+
+    def error(cls, n: int, **kw) -> float:
+        scheduler = cls(betas, clip_sample=False, **kw)
+        scheduler.set_timesteps(n)
+        return _gaussian_error(scheduler)
+
+    assert error(DPMSolverScheduler, 20) < error(DDIMScheduler, 50)
+    for n in (10, 20):
+        dpm = error(DPMSolverScheduler, n)
+        assert dpm < 0.8 * error(DDIMScheduler, n) and dpm < 0.8 * error(DPMSolverScheduler, n, solver_order=1)
+    if schedule == "cosine":
+        assert error(DPMSolverScheduler, 20) < 0.02 and error(DPMSolverScheduler, 50) < 0.005
+
+
+def test_dpmsolver_state_and_errors() -> None:
+    sched = DPMSolverScheduler(cosine_betas(100))
+    sched.set_timesteps(5)
+    assert sched.timesteps.tolist() == [99, 79, 59, 40, 20]  # linspace(0, 99, 6), rounded, without 0
+    ab = sched.alphas_cumprod
+
+    def trajectory(x: torch.Tensor) -> torch.Tensor:
+        for t in sched.timesteps.tolist():
+            x = sched.step(fake_eps(x, t, ab), t, x)
+        return x
+
+    x = torch.randn(4, 8, 4, generator=torch.Generator().manual_seed(1))
+    first = trajectory(x)
+    torch.testing.assert_close(trajectory(x), first, rtol=0, atol=0)  # the first timestep starts afresh
+    sched.step(torch.zeros_like(x), 99, x)
+    with pytest.raises(ValueError, match="in order"):
+        sched.step(torch.zeros_like(x), 59, x)
+    sched.set_timesteps(1)  # one step: the clipped x0 prediction itself
+    t = int(sched.timesteps[0])
+    eps = torch.randn(4, 8, 4)
+    want = ((x - (1 - ab[t]).sqrt() * eps) / ab[t].sqrt()).clamp(-1, 1).float()
+    torch.testing.assert_close(sched.step(eps, t, x), want)
+    sched.set_timesteps(100)
+    assert len(sched.timesteps) == len(set(sched.timesteps.tolist())) <= 100  # repeated rounds dropped
+    with pytest.raises(ValueError, match="solver_order"):
+        DPMSolverScheduler(cosine_betas(100), solver_order=3)
+    with pytest.raises(ValueError, match="integer in 1..100"):
+        sched.set_timesteps(0)

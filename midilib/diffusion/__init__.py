@@ -1,15 +1,16 @@
-"""Diffusion over 8-note windows: codec, schedules, DDPM/DDIM samplers, model, sampling."""
+"""Diffusion over 8-note windows: codec, schedules, DDPM/DDIM/DPM-Solver++ samplers, model, sampling."""
 
 from midilib.diffusion.model import DiffusionModel, build_diffusion
 from midilib.diffusion.representation import DEFAULT_TAU, DiffusionCodec
 from midilib.diffusion.sampling import continue_piece, make_scheduler, sample
-from midilib.diffusion.schedulers import DDIMScheduler, DDPMScheduler
+from midilib.diffusion.schedulers import DDIMScheduler, DDPMScheduler, DPMSolverScheduler
 from midilib.diffusion.schedules import alphas_cumprod, cosine_betas, linear_betas, make_betas, snr
 
 __all__ = [
     "DEFAULT_TAU",
     "DDIMScheduler",
     "DDPMScheduler",
+    "DPMSolverScheduler",
     "DiffusionCodec",
     "DiffusionModel",
     "alphas_cumprod",

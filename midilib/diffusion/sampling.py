@@ -13,11 +13,12 @@ import torch
 from tqdm.auto import tqdm
 
 from midilib.diffusion.model import DiffusionModel
-from midilib.diffusion.schedulers import DDIMScheduler, DDPMScheduler
+from midilib.diffusion.schedulers import DDIMScheduler, DDPMScheduler, DPMSolverScheduler
 from midilib.models import eval_mode
 from midilib.train import autocast_for
 
-SCHEDULERS = ("ddpm", "ddim")
+SCHEDULERS = ("ddpm", "ddim", "dpmsolver")
+Scheduler = DDPMScheduler | DDIMScheduler | DPMSolverScheduler
 # Raised whenever the samplers' numbers change for the same checkpoint and seed; cached sample
 # sets (midilib.runs.cached_generate) are keyed by it. 2: DDIM re-derives epsilon from the clipped x0.
 SAMPLER_VERSION = 2
@@ -30,24 +31,27 @@ def make_scheduler(
     eta: float = 0.0,
     clip_sample: bool = True,
     use_clipped_model_output: bool = True,
-) -> DDPMScheduler | DDIMScheduler:
+) -> Scheduler:
     """A sampler over `model`'s own betas with `steps` steps (None: all T).
 
     DDIM re-derives epsilon from the clipped x0 unless `use_clipped_model_output=False`
     (diffusers' default; see midilib.diffusion.schedulers for the measured difference).
+    "dpmsolver" is DPM-Solver++(2M) with diffusers' defaults, x0 clipped as DDIM clips it.
     """
     if kind == "ddpm":
         scheduler = DDPMScheduler(model.betas, clip_sample=clip_sample)
     elif kind == "ddim":
         scheduler = DDIMScheduler(model.betas, clip_sample=clip_sample, eta=eta,
                                   use_clipped_model_output=use_clipped_model_output)
+    elif kind == "dpmsolver":
+        scheduler = DPMSolverScheduler(model.betas, clip_sample=clip_sample)
     else:
         raise ValueError(f"unknown scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
     scheduler.set_timesteps(steps if steps is not None else model.timesteps)
     return scheduler
 
 
-def _check(model: DiffusionModel, scheduler: DDPMScheduler | DDIMScheduler) -> None:
+def _check(model: DiffusionModel, scheduler: Scheduler) -> None:
     if scheduler.num_train_timesteps != model.timesteps:
         raise ValueError(
             f"scheduler has {scheduler.num_train_timesteps} training timesteps, "
@@ -62,7 +66,7 @@ def _device(model: DiffusionModel, device: str | torch.device | None) -> torch.d
 @torch.inference_mode()
 def sample(
     model: DiffusionModel,
-    scheduler: DDPMScheduler | DDIMScheduler,
+    scheduler: Scheduler,
     n: int,
     batch_size: int = 1000,
     seed: int = 0,
@@ -104,7 +108,7 @@ def sample(
 
 def _inpaint(
     model: DiffusionModel,
-    scheduler: DDPMScheduler | DDIMScheduler,
+    scheduler: Scheduler,
     known: torch.Tensor,
     generator: torch.Generator,
 ) -> torch.Tensor:
@@ -128,7 +132,7 @@ def _inpaint(
 @torch.inference_mode()
 def continue_piece(
     model: DiffusionModel,
-    scheduler: DDPMScheduler | DDIMScheduler,
+    scheduler: Scheduler,
     context_events: np.ndarray,
     n_windows: int,
     n_known: int = 4,
