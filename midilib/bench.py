@@ -33,6 +33,7 @@ GIANTMIDI_FILES = 10_855
 SECTIONS = ("prepare", "scale", "train", "generate", "audio")
 # The original's published generation times (RTX 4070-class GPU, rendering included): not measured here.
 PUBLISHED = {"VAE": 220.0, "DDPM-1000": 540.0, "DDIM-1000": 580.0}
+DPM_SOLVER_STEPS = (10, 20)  # section_generate: DPM-Solver++ beside DDIM-50
 
 
 def _time_once(fn: Callable[[], object]) -> tuple[float, object]:
@@ -120,38 +121,95 @@ def section_prepare(repeats: int) -> list[dict]:
     ]
 
 
-def section_scale(repeats: int) -> list[dict]:
-    """2. prepare on 1x, 4x, 16x copies (symlinks) of the corpus: time and peak memory, in subprocesses."""
+def _disk_mb(folder: Path) -> float:
+    """Size on disk of the files under `folder`, in MiB (symlinks not followed)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) / 2**20
+
+
+_PREPARE_CODE = (
+    "import resource, sys, time; from midilib.prepare import prepare, PrepareParams; "
+    "t = time.perf_counter(); r = prepare(sys.argv[1], sys.argv[2], PrepareParams(test_fraction=0.0, "
+    "valid_fraction=0.0), progress=False); seconds = time.perf_counter() - t; "
+    "print(seconds, r.rows('train'), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+    "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+# the trainer alone, as train_model runs it (smoke VAE, train split memory-mapped), for a fixed number of
+# steps; train_model then scores the VAE against a nearest-neighbour baseline over up to 500k training
+# windows, whose memory grows with the corpus up to that cap: not the trainer's, so not measured here
+_TRAIN_CODE = (
+    "import resource, sys, time, torch; from midilib.runs import build_model, resolve_config; "
+    "from midilib.shards import open_split; from midilib.train import fit; "
+    "config, cfg = resolve_config('vae', 'smoke', sys.argv[1], max_steps=int(sys.argv[3])); "
+    "model = build_model('vae', config['vae'], config['data_params']); t = time.perf_counter(); "
+    "fit(model, open_split(sys.argv[1], 'train'), cfg, sys.argv[2], config, progress=False); "
+    "cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else -1; "
+    "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, cuda)")
+ARIA_MIDI_FILES = 1_190_000
+# peak memory "flat" from the smallest copy to the largest: it grew by less than this share of what the
+# windows on disk grew (constant buffers fill up on the way; anything that follows the data shows)
+FLAT_SHARE = 0.1
+
+
+def section_scale(
+    repeats: int, copies: tuple[int, ...] = (1, 4, 16, 64), train_steps: int = 20, root: Path | None = None
+) -> list[dict]:
+    """2. prepare on 1x, 4x, 16x and 64x copies (symlinks) of the corpus: time, peak memory and
+    output on disk; then a smoke VAE trained `train_steps` steps on each prepared folder (its
+    training split memory-mapped): peak memory. Each in its own subprocess. From the largest
+    copy's per-file rate and bytes per file, projections for GiantMIDI-Piano and Aria-MIDI."""
     from midilib.corpus import list_midi_files
 
-    root = _corpus()
+    root = Path(root) if root is not None else _corpus()
     files = list_midi_files(root)
-    rows = []
-    for copies in (1, 4, 16):
+    rows, peaks, disk = [], {"prepare": [], "train": []}, []
+    for k in copies:
+        n_files = k * len(files)
         with tempfile.TemporaryDirectory() as tmp:
-            for c in range(copies):
-                folder = Path(tmp) / "src" / f"copy{c}"
-                folder.mkdir(parents=True)
+            src = Path(tmp) / "src"
+            for c in range(k):
                 for f in files:
-                    (folder / f.name).symlink_to(f)
-            code = ("import resource, sys, time; from midilib.prepare import prepare, PrepareParams; "
-                    "t = time.perf_counter(); r = prepare(sys.argv[1], sys.argv[2], PrepareParams(test_fraction=0.0, valid_fraction=0.0), progress=False); "
-                    "print(time.perf_counter() - t, len(r.train), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-            times, peaks = [], []
+                    link = src / f"copy{c}" / f.relative_to(root)
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    link.symlink_to(f.resolve())
+            times, rss, workers = [], [], []
             for i in range(repeats):
-                out = subprocess.run([sys.executable, "-c", code, str(Path(tmp) / "src"), str(Path(tmp) / f"out{i}")],
+                out = subprocess.run([sys.executable, "-c", _PREPARE_CODE, str(src), str(Path(tmp) / f"out{i}")],
                                      capture_output=True, text=True, check=True, cwd=ROOT)
-                seconds, n_windows, rss_kb = out.stdout.split()
+                seconds, n_windows, rss_kb, child_kb = out.stdout.split()[-4:]
                 times.append(float(seconds))
-                peaks.append(int(rss_kb) / 1024)
-            array_mb = int(n_windows) * 8 * 4 * 4 / 2**20
-            rows.append(_row("scale", f"prepare {copies}x ({copies * len(files)} files)", "s", min(times),
-                             statistics.median(times), peak_rss_mb=max(peaks), output_array_mb=array_mb,
-                             s_per_file=min(times) / (copies * len(files))))
-    per_file = rows[-1]["s_per_file"]
-    rows.append(_row("scale", f"projected: GiantMIDI-Piano ({GIANTMIDI_FILES} files, ~4.3M windows)", "s",
-                     per_file * GIANTMIDI_FILES, per_file * GIANTMIDI_FILES,
-                     output_array_mb=4.3e6 * 8 * 4 * 4 / 2**20))
+                rss.append(int(rss_kb) / 1024)
+                workers.append(int(child_kb) / 1024)
+            prepared = Path(tmp) / "out0"
+            disk_mb = _disk_mb(prepared)
+            disk.append(disk_mb)
+            peaks["prepare"].append(max(rss))
+            rows.append(_row("scale", f"prepare {k}x ({n_files} files)", "s", min(times), statistics.median(times),
+                             peak_rss_mb=max(rss), worker_peak_rss_mb=max(workers), windows=int(n_windows),
+                             output_mb=disk_mb, s_per_file=min(times) / n_files))
+            times, rss, cuda = [], [], []
+            for i in range(repeats):
+                out = subprocess.run([sys.executable, "-c", _TRAIN_CODE, str(prepared), str(Path(tmp) / f"run{i}"),
+                                      str(train_steps)], capture_output=True, text=True, check=True, cwd=ROOT)
+                seconds, rss_kb, cuda_mb = out.stdout.split()[-3:]
+                times.append(float(seconds))
+                rss.append(int(rss_kb) / 1024)
+                cuda.append(float(cuda_mb))
+            peaks["train"].append(max(rss))
+            rows.append(_row("scale", f"train smoke VAE {train_steps} steps on {k}x ({int(n_windows)} windows, "
+                             "memory-mapped)", "s", min(times), statistics.median(times), peak_rss_mb=max(rss),
+                             cuda_max_mb=max(cuda) if max(cuda) >= 0 else None))
+    largest = rows[-2]  # the largest copy's prepare row
+    per_file, mb_per_file = largest["s_per_file"], largest["output_mb"] / (copies[-1] * len(files))
+    windows_per_file = largest["windows"] / (copies[-1] * len(files))
+    growth = {stage: p[-1] - p[0] for stage, p in peaks.items()}  # MB, largest copy against smallest
+    flat = "flat" if max(growth.values()) <= FLAT_SHARE * (disk[-1] - disk[0]) else "NOT flat"
+    note = (f"peak memory measured {flat} from {copies[0]}x to {copies[-1]}x: prepare {peaks['prepare'][0]:.0f} -> "
+            f"{peaks['prepare'][-1]:.0f} MB, training {peaks['train'][0]:.0f} -> {peaks['train'][-1]:.0f} MB, "
+            f"as the windows on disk grow {disk[0]:.0f} -> {disk[-1]:.0f} MB")
+    for name, n in (("GiantMIDI-Piano", GIANTMIDI_FILES), ("Aria-MIDI", ARIA_MIDI_FILES)):
+        rows.append(_row("scale", f"projected: prepare {name} ({n:,} files) at {copies[-1]}x's s/file; {note}", "s",
+                         per_file * n, per_file * n, output_gb=mb_per_file * n / 1024,
+                         windows=windows_per_file * n, peak_growth_prepare_mb=growth["prepare"],
+                         peak_growth_train_mb=growth["train"]))
     return rows
 
 
@@ -247,7 +305,8 @@ def _train_pair(model, opt, data, dataset, batch: int, steps: int, dev, repeats:
 
 def section_generate(repeats: int) -> list[dict]:
     """4. generation of windows (VAE, DDPM-1000, DDIM-50, DDIM-1000) batched as the workbook does,
-    against the original's way (batches of 256, one MIDI file per window written in the loop).
+    against the original's way (batches of 256, one MIDI file per window written in the loop);
+    DPM-Solver++ at 10 and 20 steps batched against DDIM-50 batched, measured beside it.
     On CUDA at `default` and `full` sizes, 10,000 windows in one batch; on a CPU at `default`,
     on fewer windows, scaled to 10,000."""
     from dataclasses import asdict
@@ -267,17 +326,17 @@ def section_generate(repeats: int) -> list[dict]:
     data = {"window": 8, "s_max": 2.0, "d_max": 2.0}
     batch = 10_000 if gpu else 4096
 
-    def jobs(vae, ddpm) -> dict:  # name: (generate n windows in batches of b, n measured (ours, original's way))
-        def diffusion(kind: str, steps: int):
-            return lambda n, b: diffusion_sample(ddpm, make_scheduler(ddpm, kind, steps), n, b, progress=False)
+    def diffusion(ddpm, kind: str, steps: int):
+        return lambda n, b: diffusion_sample(ddpm, make_scheduler(ddpm, kind, steps), n, b, progress=False)
 
+    def jobs(vae, ddpm) -> dict:  # name: (generate n windows in batches of b, n measured (ours, original's way))
         return {
             "VAE": (lambda n, b: vae_sample(vae, n, batch_size=b), (10_000, 4096) if gpu else (4096, 4096)),
             # the original's way on a GPU: one batch of 256 for the 1000-step samplers, scaled to
             # 10,000 windows (two batches each made the whole bench overrun its device time)
-            "DDIM-50": (diffusion("ddim", 50), (10_000, 1024) if gpu else (512, 512)),
-            "DDPM-1000": (diffusion("ddpm", 1000), (10_000, 256) if gpu else (64, 64)),
-            "DDIM-1000": (diffusion("ddim", 1000), (10_000, 256) if gpu else (64, 64)),
+            "DDIM-50": (diffusion(ddpm, "ddim", 50), (10_000, 1024) if gpu else (512, 512)),
+            "DDPM-1000": (diffusion(ddpm, "ddpm", 1000), (10_000, 256) if gpu else (64, 64)),
+            "DDIM-1000": (diffusion(ddpm, "ddim", 1000), (10_000, 256) if gpu else (64, 64)),
         }
 
     rows = []
@@ -305,6 +364,15 @@ def section_generate(repeats: int) -> list[dict]:
                 if name in PUBLISHED and profile == "default":
                     rows.append(_row("generate", f"{name}: published by the original (GPU, rendering included; "
                                      "NOT measured here)", "s per 10k", PUBLISHED[name], PUBLISHED[name]))
+            ddim50, n = diffusion(ddpm, "ddim", 50), 10_000 if gpu else 512  # DDIM-50's n above
+            for steps in DPM_SOLVER_STEPS:  # the ratio is against DDIM-50, timed beside it the same way
+                dpm = diffusion(ddpm, "dpmsolver", steps)
+                (o_min, o_med, _), (b_min, b_med, _) = _timed_pair(
+                    lambda dpm=dpm, n=n: dpm(n, batch), lambda n=n, ddim50=ddim50: ddim50(n, batch), repeats)
+                rows.append(_row("generate", f"DPM-Solver++-{steps} @ {profile}: batched (workbook, batch "
+                                 f"{min(batch, n)}); ratio vs DDIM-50 batched beside it", "s per 10k",
+                                 o_min * 10_000 / n, o_med * 10_000 / n, measured_n=n, ratio=b_min / o_min,
+                                 ddim50_s_per_10k=b_min * 10_000 / n))
     return rows
 
 

@@ -1,8 +1,11 @@
-"""From a corpus of MIDI files to cached training windows (`windows.npz` + `manifest.csv`).
+"""From a corpus of MIDI files to cached training windows (`shards/` + `manifest.csv`).
 
 Files are parsed in a process pool (the fast parser by default), cut into
 windows, split 80/10/10 into train, valid and test *by piece* with a seeded
-shuffle, and written atomically. Every choice a notebook makes (checkpoint,
+shuffle, and written atomically as shards (`midilib.shards`: .npy files of at
+most SHARD_ROWS rows that training memory-maps). Nothing grows with the corpus
+but a few numbers a file: the windows go to a spool file as they are parsed,
+then, once the split is drawn, from the spool into each split's shards. Every choice a notebook makes (checkpoint,
 step count, weight) is made on `valid`; `test` writes the final table once.
 The output folder remembers the key of what produced it (parameters and every
 file's size and mtime), so a rerun with the same inputs costs nothing, and a
@@ -17,6 +20,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,16 +31,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from midilib import corpus
-from midilib.atomic import atomic_write
+from midilib.atomic import atomic_open, atomic_write
 from midilib.events import MidiError, read_events, to_windows
 from midilib.profiles import DataConfig
+from midilib.shards import SHARD_ROWS, SHARDS_DIR, Shards, ShardWriter, open_split, split_names
 
 SPLITS = ("train", "valid", "test")
 # a held-out split of a corpus of 5 * 8 pieces or more gets at least 8 pieces: an interval that
 # resamples pieces (and FD∞ on half-splits of them) needs that many; fewer would say nothing
 MIN_PIECES = 8
 MANIFEST_COLUMNS = ("path", "composer", "title", "notes", "windows", "split", "status")
-CACHE_VERSION = 4  # 2: split by piece; 3: a valid split; 4: at least MIN_PIECES pieces a split
+# 2: split by piece; 3: a valid split; 4: at least MIN_PIECES pieces a split; 5: shards, not windows.npz
+CACHE_VERSION = 5
+ARRAY_NAMES = (*SPLITS, *(f"{s}_file" for s in SPLITS))
+DIGEST_ROWS = 1 << 16  # rows read at a time to digest the shards (8 MiB of (8, 4) windows)
 
 
 @dataclass(frozen=True)
@@ -61,19 +71,47 @@ class PrepareParams(DataConfig):
             raise ValueError(f"max_files must be >= 1, got {self.max_files}")
 
 
-@dataclass
 class Prepared:
-    """What `prepare` produced: the folder, the arrays and a one-line summary."""
+    """What `prepare` produced: the folder and a one-line summary; the manifest and each array
+    (train, valid, test, train_file...: in RAM, as `load_windows` gives them) are read from
+    the folder when first asked for, so that preparing a corpus does not load it."""
 
-    out: Path
-    train: np.ndarray
-    test: np.ndarray
-    manifest: list[dict]
-    reused: bool
-    valid: np.ndarray | None = None
-    train_file: np.ndarray | None = None  # the manifest row of each window
-    valid_file: np.ndarray | None = None
-    test_file: np.ndarray | None = None
+    def __init__(self, out: str | Path, reused: bool, manifest: list[dict] | None = None) -> None:
+        self.out = Path(out)
+        self.reused = reused
+        self._manifest = manifest
+        self._arrays: dict[str, np.ndarray | None] = {}
+
+    @property
+    def manifest(self) -> list[dict]:
+        if self._manifest is None:
+            self._manifest = load_manifest(self.out)
+        return self._manifest
+
+    def array(self, name: str) -> np.ndarray | None:
+        """Array `name` of the folder (read once), None if the folder has none of that name."""
+        if name not in self._arrays:
+            try:
+                self._arrays[name] = load_windows(self.out, names=[name])[name]
+            except KeyError:
+                self._arrays[name] = None
+        return self._arrays[name]
+
+    train = property(lambda self: self.array("train"))
+    valid = property(lambda self: self.array("valid"))
+    test = property(lambda self: self.array("test"))
+    train_file = property(lambda self: self.array("train_file"))  # the manifest row of each window
+    valid_file = property(lambda self: self.array("valid_file"))
+    test_file = property(lambda self: self.array("test_file"))
+
+    def rows(self, name: str) -> int:
+        """The number of windows of split `name`, without reading them (0 if absent)."""
+        if self._arrays.get(name) is not None:
+            return len(self._arrays[name])
+        try:
+            return len(open_split(self.out, name))
+        except KeyError:
+            return 0
 
     @property
     def summary(self) -> str:
@@ -82,8 +120,8 @@ class Prepared:
         notes = sum(int(r["notes"]) for r in self.manifest)
         return (
             f"{ok} files ok, {skipped} skipped; {notes} notes; "
-            f"{len(self.train)} train, {len(self.valid) if self.valid is not None else 0} valid and "
-            f"{len(self.test)} test windows -> {self.out}"
+            f"{self.rows('train')} train, {self.rows('valid')} valid and "
+            f"{self.rows('test')} test windows -> {self.out}"
         )
 
 
@@ -193,8 +231,17 @@ def prepare(
     params: PrepareParams | None = None,
     workers: int | None = None,
     progress: bool = True,
+    shard_rows: int = SHARD_ROWS,
 ) -> Prepared:
-    """Parse every MIDI file of `source` into windows; write DIR/windows.npz and manifest.csv."""
+    """Parse every MIDI file of `source` into windows; write DIR/shards/ and manifest.csv.
+
+    Pass 1 parses the files in a process pool, in order, and appends each usable file's
+    windows to a spool file in a staging folder inside DIR, keeping only its counts and
+    status; the split is then drawn over the usable files (`assign_splits`); pass 2 reads
+    the spool back file by file into the shards of each split (at most `shard_rows` rows
+    a shard) and writes the manifest. The staging folder then replaces DIR's shards, and
+    key.txt comes last, so a crash anywhere leaves no key that matches.
+    """
     params = params or PrepareParams()
     params.validate()
     if workers is not None and workers < 1:
@@ -210,67 +257,121 @@ def prepare(
     if (out / "key.txt").exists() and (out / "key.txt").read_text() == key:
         return load_prepared(out, reused=True)
 
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_dead_stages(out)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=f".prepare-{os.getpid()}-"))
+    try:
+        row_shape = (params.window, 4)
+        notes = np.zeros(len(files), dtype=np.int64)
+        counts = np.zeros(len(files), dtype=np.int64)  # windows of each file (0: skipped)
+        status: list[str] = []
+        with open(stage / "spool.f32", "wb") as spool:  # pass 1: every usable file's windows, in file order
+            for i, (windows, n_notes, why) in enumerate(_parse_all(files, params, workers, progress)):
+                notes[i] = n_notes
+                status.append("ok" if why == "ok" else why)
+                if windows is not None:
+                    windows = np.ascontiguousarray(windows, dtype=np.float32)
+                    if windows.shape[1:] != row_shape:
+                        raise AssertionError(f"{files[i]}: windows of shape {windows.shape[1:]}")
+                    counts[i] = len(windows)
+                    spool.write(memoryview(windows).cast("B"))
+
+        ok = [i for i, why in enumerate(status) if why == "ok"]
+        if not ok:
+            reasons = sorted(set(status))
+            raise ValueError(f"{root}: no usable MIDI file among {len(files)} ({'; '.join(reasons[:3])})")
+        pieces = [corpus.piece_key(*corpus.describe(files[i])) for i in ok]
+        labels = assign_splits(len(ok), params.test_fraction, params.valid_fraction, params.seed, pieces)
+        split_of = np.full(len(files), -1, dtype=np.int8)  # index into SPLITS; -1: skipped
+        split_of[ok] = [SPLITS.index(label) for label in labels]
+
+        shards = stage / SHARDS_DIR  # pass 2: the spool, file by file, into each split's shards
+        writers = {name: ShardWriter(shards, name, row_shape, np.float32, shard_rows) for name in SPLITS}
+        writers.update({f"{name}_file": ShardWriter(shards, f"{name}_file", (), np.int32, shard_rows)
+                        for name in SPLITS})
+        row_floats = params.window * 4
+        try:
+            with open(stage / "spool.f32", "rb") as spool, atomic_open(stage / "manifest.csv") as raw:
+                text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+                writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+                writer.writeheader()
+                for i, f in enumerate(files):
+                    composer, title = corpus.describe(f)
+                    split = SPLITS[split_of[i]] if split_of[i] >= 0 else ""
+                    writer.writerow({
+                        "path": f.relative_to(root).as_posix(), "composer": composer, "title": title,
+                        "notes": int(notes[i]), "windows": int(counts[i]), "split": split, "status": status[i],
+                    })
+                    if counts[i]:
+                        n = int(counts[i])
+                        rows = np.fromfile(spool, dtype=np.float32, count=n * row_floats)
+                        writers[split].append(rows.reshape(n, *row_shape))
+                        writers[f"{split}_file"].append(np.full(n, i, dtype=np.int32))
+                text.flush()
+                text.detach()
+        except BaseException:
+            for w in writers.values():
+                w.abort()
+            raise
+        for w in writers.values():
+            w.close()
+        (stage / "spool.f32").unlink()
+        content = _content_key_of(shards)
+
+        for stale in ("key.txt", "content.txt"):  # from here on, a crash must not leave a matching key
+            (out / stale).unlink(missing_ok=True)
+        if (out / SHARDS_DIR).exists():
+            os.replace(out / SHARDS_DIR, stage / "old-shards")
+        os.replace(shards, out / SHARDS_DIR)
+        (out / "windows.npz").unlink(missing_ok=True)  # an earlier version's arrays
+        os.replace(stage / "manifest.csv", out / "manifest.csv")
+        info = {"source": str(source), "root": str(root), "params": asdict(params)}
+        atomic_write(out / "params.json", json.dumps(info, indent=1).encode())
+        atomic_write(out / "content.txt", content.encode())
+        atomic_write(out / "key.txt", key.encode())
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return Prepared(out, reused=False)
+
+
+def _parse_all(
+    files: list[Path], params: PrepareParams, workers: int | None, progress: bool
+) -> Iterator[tuple[np.ndarray | None, int, str]]:
+    """`_parse_one` of every file, in file order, as each comes (a pool when workers > 1)."""
     jobs = [(str(f), params.window, params.s_max, params.d_max, params.parser) for f in files]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            chunk = max(1, min(16, len(jobs) // (workers * 8)))
-            results = list(
-                tqdm(pool.map(_parse_one, jobs, chunksize=chunk), total=len(jobs),
-                     desc="prepare", unit="file", disable=not progress)
-            )
-    else:
-        results = [_parse_one(j) for j in tqdm(jobs, desc="prepare", unit="file", disable=not progress)]
+    bar = dict(total=len(jobs), desc="prepare", unit="file", disable=not progress)
+    if workers <= 1:
+        yield from tqdm(map(_parse_one, jobs), **bar)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        chunk = max(1, min(16, len(jobs) // (workers * 8)))
+        # map yields in order and drops each result once yielded: only results not yet written are held
+        yield from tqdm(pool.map(_parse_one, jobs, chunksize=chunk), **bar)
 
-    ok = [i for i, (w, _, _) in enumerate(results) if w is not None]
-    if not ok:
-        reasons = sorted({status for _, _, status in results})
-        raise ValueError(f"{root}: no usable MIDI file among {len(files)} ({'; '.join(reasons[:3])})")
-    pieces = [corpus.piece_key(*corpus.describe(files[i])) for i in ok]
-    labels = assign_splits(len(ok), params.test_fraction, params.valid_fraction, params.seed, pieces)
-    split_of = dict(zip(ok, labels))
 
-    manifest: list[dict] = []
-    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    file_ids: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    for i, (f, (windows, notes, status)) in enumerate(zip(files, results)):
-        composer, title = corpus.describe(f)
-        split = split_of.get(i, "")
-        manifest.append({
-            "path": f.relative_to(root).as_posix(), "composer": composer, "title": title,
-            "notes": notes, "windows": 0 if windows is None else len(windows),
-            "split": split, "status": status,
-        })
-        if windows is not None:
-            parts[split].append(windows)
-            file_ids[split].append(np.full(len(windows), i, dtype=np.int32))
+def _remove_dead_stages(out: Path) -> None:
+    """Staging folders left in `out` by a prepare that died (its process is gone)."""
+    for stage in out.glob(".prepare-*-*"):
+        try:
+            pid = int(stage.name.split("-")[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(stage, ignore_errors=True)
+        except (ValueError, PermissionError, IndexError):
+            pass
 
-    def stack(name: str) -> np.ndarray:
-        if parts[name]:
-            return np.concatenate(parts[name]).astype(np.float32, copy=False)
-        return np.zeros((0, params.window, 4), dtype=np.float32)
 
-    def ids(name: str) -> np.ndarray:
-        return np.concatenate(file_ids[name]) if file_ids[name] else np.zeros(0, dtype=np.int32)
-
-    arrays = {name: stack(name) for name in SPLITS}
-    arrays.update({f"{name}_file": ids(name) for name in SPLITS})
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("key.txt", "content.txt"):  # a crash below must not leave a matching key
-        (out / stale).unlink(missing_ok=True)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write(out / "windows.npz", buffer.getbuffer())  # a view: no second copy of the arrays
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(manifest)
-    atomic_write(out / "manifest.csv", text.getvalue().encode())
-    info = {"source": str(source), "root": str(root), "params": asdict(params)}
-    atomic_write(out / "params.json", json.dumps(info, indent=1).encode())
-    atomic_write(out / "content.txt", content_key(arrays).encode())
-    atomic_write(out / "key.txt", key.encode())
-    return _prepared(out, arrays, manifest, reused=False)
+def _content_key_of(shards: Path) -> str:
+    """`content_key` of the arrays in a shards folder, computed a block at a time: the same
+    bytes in the same order (names sorted; a header of name, dtype and shape, then the data)."""
+    digest = hashlib.sha256()
+    for name in sorted(ARRAY_NAMES):
+        a = Shards.open(shards, name)
+        digest.update(f"{name}\0{a.dtype.str}\0{a.shape}\n".encode())
+        for block in a.chunks(DIGEST_ROWS):
+            digest.update(block.data)
+    return digest.hexdigest()
 
 
 def content_key(arrays: dict[str, np.ndarray]) -> str:
@@ -278,7 +379,8 @@ def content_key(arrays: dict[str, np.ndarray]) -> str:
 
     key.txt keys the inputs by path, size and mtime, a cheap test for "prepare
     again"; a fresh copy of the same corpus fails it, yet gives the same arrays,
-    so the runs trained on them stay valid.
+    so the runs trained on them stay valid. `prepare` computes the same digest from
+    its shards, a block at a time (`_content_key_of`), into content.txt.
     """
     digest = hashlib.sha256()
     for name in sorted(arrays):
@@ -302,20 +404,19 @@ def load_manifest(folder: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def load_windows(folder: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of DIR/windows.npz (train, valid, test and their *_file row ids)."""
-    path = Path(folder) / "windows.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found; run `python -m midilib prepare` first")
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
-
-
-def _prepared(out: Path, arrays: dict[str, np.ndarray], manifest: list[dict], reused: bool) -> Prepared:
-    return Prepared(Path(out), arrays["train"], arrays["test"], manifest, reused,
-                    valid=arrays.get("valid"), train_file=arrays.get("train_file"),
-                    valid_file=arrays.get("valid_file"), test_file=arrays.get("test_file"))
+def load_windows(folder: str | Path, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a prepared folder in RAM (train, valid, test and their *_file row ids, or
+    just `names`): from its shards, or from windows.npz in a folder prepared before shards.
+    KeyError for a name the folder does not have."""
+    folder = Path(folder)
+    if names is None:
+        names = split_names(folder)
+        if not names:
+            raise FileNotFoundError(f"{folder / 'windows.npz'}: not found (nor {folder / SHARDS_DIR}); "
+                                    "run `python -m midilib prepare` first")
+    return {name: np.asarray(open_split(folder, name)) for name in names}
 
 
 def load_prepared(folder: str | Path, reused: bool = True) -> Prepared:
-    return _prepared(Path(folder), load_windows(folder), load_manifest(folder), reused)
+    """A prepared folder as `prepare` returns it (arrays and manifest read when first asked for)."""
+    return Prepared(Path(folder), reused)

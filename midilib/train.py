@@ -111,7 +111,8 @@ def train_step(
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The order of the n training windows in `epoch`: a function of (seed, epoch) alone, so a
     resumed run, and every rank of a data-parallel one, draws the same permutation."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
+    # int32 where it fits: the order of Aria-MIDI's ~570M windows is 2.3 GB, not 4.6 (the same permutation)
+    return np.random.default_rng([seed, epoch]).permutation(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64))
 
 
 @dataclass

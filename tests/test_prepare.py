@@ -1,4 +1,4 @@
-"""prepare: many real and broken files in, windows.npz + manifest.csv out; the cache; the CLI."""
+"""prepare: many real and broken files in, shards + manifest.csv out; the cache; the CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from conftest import scale_notes, write_notes_midi
 
 from midilib.cli import main
 from midilib.events import read_events, to_windows
-from midilib.prepare import MANIFEST_COLUMNS, PrepareParams, load_manifest, prepare, split_files
+from midilib.prepare import (
+    MANIFEST_COLUMNS,
+    PrepareParams,
+    load_manifest,
+    load_windows,
+    prepare,
+    split_files,
+)
 
 
 def _track_bytes(body: bytes) -> bytes:
@@ -122,14 +129,14 @@ def test_fuzz_set_is_skipped_with_reasons_and_good_files_are_kept(mixed_corpus, 
     assert "skipped" in result.summary and f"{len(good)} files ok" in result.summary
 
 
-def test_windows_npz_layout_split_by_file_and_order(mixed_corpus, tmp_path):
+def test_windows_layout_split_by_file_and_order(mixed_corpus, tmp_path):
     root, _, good = mixed_corpus
     out = tmp_path / "out"
     result = prepare(root, out, PrepareParams(test_fraction=0.3, seed=3), workers=1, progress=False)
-    with np.load(out / "windows.npz") as data:
-        assert data["train"].dtype == np.float32 and data["train"].shape[1:] == (8, 4)
-        train, train_file = data["train"], data["train_file"]
-        test_file = data["test_file"]
+    data = load_windows(out)
+    assert data["train"].dtype == np.float32 and data["train"].shape[1:] == (8, 4)
+    train, train_file = data["train"], data["train_file"]
+    test_file = data["test_file"]
     assert set(train_file).isdisjoint(set(test_file))  # no file in both splits
     manifest = load_manifest(out)
     assert tuple(manifest[0].keys()) == MANIFEST_COLUMNS
@@ -164,9 +171,9 @@ def test_valid_split_is_written_and_options_checked(mixed_corpus, tmp_path):
     root, _, good = mixed_corpus
     result = prepare(root, tmp_path / "out", PrepareParams(test_fraction=0.3, valid_fraction=0.3),
                      progress=False)
-    with np.load(tmp_path / "out" / "windows.npz") as data:
-        assert {"train", "valid", "test", "train_file", "valid_file", "test_file"} <= set(data.files)
-        ids = [set(data[f"{s}_file"]) for s in ("train", "valid", "test")]
+    data = load_windows(tmp_path / "out")
+    assert {"train", "valid", "test", "train_file", "valid_file", "test_file"} <= set(data)
+    ids = [set(data[f"{s}_file"]) for s in ("train", "valid", "test")]
     assert all(a.isdisjoint(b) for i, a in enumerate(ids) for b in ids[i + 1:])
     splits = [r["split"] for r in result.manifest if r["status"] == "ok"]
     assert splits.count("valid") == round(0.3 * len(good)) and "valid" in result.summary
@@ -264,3 +271,88 @@ def test_versions_of_one_piece_stay_on_one_side(tmp_path):
             split[r["path"].split("-")[0]].add(r["split"])
         assert all(len(sides) == 1 for sides in split.values()), split
         assert sum(r["split"] == "test" for r in result.manifest) == 4  # 2 pieces of 2 versions
+
+
+def _old_arrays(root: Path, manifest: list[dict]) -> dict[str, np.ndarray]:
+    """The arrays as prepare built them in memory before shards: per split, files in order."""
+    arrays = {}
+    for split in ("train", "valid", "test"):
+        rows = [(i, r) for i, r in enumerate(manifest) if r["split"] == split]
+        parts = [to_windows(read_events(root / r["path"])) for _, r in rows]
+        arrays[split] = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 8, 4), np.float32)
+        ids = [np.full(len(w), i, dtype=np.int32) for (i, _), w in zip(rows, parts)]
+        arrays[f"{split}_file"] = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+    return arrays
+
+
+def test_tiny_shards_give_the_old_arrays_and_content_key(mixed_corpus, tmp_path):
+    from midilib.prepare import content_key
+
+    root, reasons, good = mixed_corpus
+    out = tmp_path / "out"
+    result = prepare(root, out, PrepareParams(test_fraction=0.3, valid_fraction=0.2), workers=2,
+                     progress=False, shard_rows=7)
+    manifest = load_manifest(out)
+    assert sum(r["status"] != "ok" for r in manifest) == len(reasons)  # the broken files: skipped, reported
+    assert sum(r["status"] == "ok" for r in manifest) == len(good)
+    old = _old_arrays(root, manifest)
+    assert len(old["train"]) > 14 and len(list((out / "shards").glob("train-*.npy"))) > 2
+    new = load_windows(out)
+    assert set(new) == set(old)
+    for name in old:
+        assert new[name].dtype == old[name].dtype and np.array_equal(new[name], old[name]), name
+    assert (out / "content.txt").read_text() == content_key(old)  # trained runs keep their data key
+    np.testing.assert_array_equal(result.valid_file, old["valid_file"])
+    from midilib.cli import load_samples
+
+    assert np.array_equal(load_samples(f"t={out}:train")[1], old["train"])  # `evaluate --samples DIR:train`
+    with pytest.raises(ValueError, match="no array 'nope'"):
+        load_samples(f"t={out}:nope")
+    assert not (out / "windows.npz").exists() and not list(out.glob(".prepare-*"))
+    bigger = prepare(root, tmp_path / "big", PrepareParams(test_fraction=0.3, valid_fraction=0.2), workers=1,
+                     progress=False)
+    assert (bigger.out / "content.txt").read_text() == content_key(old)  # the shard size changes nothing
+
+
+def test_an_old_windows_npz_folder_loads_and_is_prepared_again(mixed_corpus, tmp_path):
+    from midilib.prepare import load_prepared
+
+    root, _, good = mixed_corpus
+    out = tmp_path / "out"
+    prepare(root, out, progress=False)
+    arrays = load_windows(out)
+    shutil.rmtree(out / "shards")  # as an earlier version left it
+    np.savez(out / "windows.npz", **arrays)
+    (out / "key.txt").write_text("an earlier version's key")
+    again = load_windows(out)
+    assert all(np.array_equal(again[k], arrays[k]) for k in arrays) and set(again) == set(arrays)
+    old = load_prepared(out)
+    assert np.array_equal(old.train, arrays["train"]) and f"{len(arrays['train'])} train" in old.summary
+    fresh = prepare(root, out, progress=False)
+    assert not fresh.reused and not (out / "windows.npz").exists() and (out / "shards").is_dir()
+    assert np.array_equal(fresh.train, arrays["train"])
+
+
+def test_a_crash_while_preparing_leaves_the_folder_as_it_was(mixed_corpus, tmp_path, monkeypatch):
+    import midilib.prepare as P
+
+    root, _, _ = mixed_corpus
+    out = tmp_path / "out"
+    first = prepare(root, out, progress=False)
+    key, content = (out / "key.txt").read_text(), (out / "content.txt").read_text()
+
+    def crash(self, rows):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(P.ShardWriter, "append", crash)
+    with pytest.raises(OSError, match="disk full"):
+        prepare(root, out, PrepareParams(window=4), progress=False)
+    assert (out / "key.txt").read_text() == key and (out / "content.txt").read_text() == content
+    assert not list(out.glob(".prepare-*")) and not list((out / "shards").glob(".*"))
+    monkeypatch.undo()
+    (out / ".prepare-999999999-dead").mkdir()  # a killed prepare's staging folder (no such process)
+    assert prepare(root, out, progress=False).reused
+    prepare(root, out, PrepareParams(window=4), progress=False)
+    assert not list(out.glob(".prepare-*"))
+    prepare(root, out, progress=False)
+    assert np.array_equal(load_windows(out)["train"], first.train)

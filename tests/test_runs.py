@@ -275,13 +275,17 @@ def test_compare_tabulates_vae_runs_by_head(data_dir, tmp_path, capsys):
     out = tmp_path / "heads.md"
     assert main(["compare", f"mse={mse}", f"classes={classes}", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| mse | mse | 1.000 | 1 |" in text and "| classes | classes |" in text
+    assert "| mse | mse | 1.000 | 0.000 | 0.100 | 1 |" in text and "| classes | classes |" in text
     assert text.count("| test |") + text.count("| valid |") == 2  # valid where the data has one
     assert main(["compare", f"x={tmp_path / 'nothing'}"]) == 2
     assert "nothing/metrics.json: not found" in capsys.readouterr().err
     assert main(["compare", "no-name"]) == 2
     with pytest.raises(ValueError, match="--value-head must be mse or classes"):
         train_model("vae", data_dir, "smoke", tmp_path / "bad", epochs=1, value_head="gauss", progress=False)
+    with pytest.raises(ValueError, match="--free-bits must be >= 0"):
+        train_model("vae", data_dir, "smoke", tmp_path / "bad", epochs=1, free_bits=-1, progress=False)
+    with pytest.raises(ValueError, match="--beta-max is a VAE setting"):
+        train_model("ddpm", data_dir, "smoke", tmp_path / "bad", epochs=1, beta_max=0.2, progress=False)
 
 
 @pytest.mark.parametrize("kind", ["vae", "ddpm"])
