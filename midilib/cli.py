@@ -229,7 +229,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from midilib.runs import compare_runs
 
     pairs = dict(_name_path(item) for item in args.runs)
-    table = compare_runs(pairs).reset_index()
+    if args.prior is not None and args.prior < 1:
+        raise CliError(f"--prior must be >= 1 windows, got {args.prior}")
+    table = compare_runs(pairs, prior_n=args.prior).reset_index()
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
               for row in table.itertuples(index=False)]
@@ -331,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="tabulate trained VAE runs' validation reconstruction")
     p.add_argument("runs", nargs="+", metavar="NAME=RUN")
     p.add_argument("--out", default=None, help="also write the markdown table here")
+    p.add_argument("--prior", type=int, default=None, metavar="N",
+                   help="also score each run's prior samples against N validation windows (fmd_inf, scale "
+                        "consistency) at the temperature chosen on them")
     return parser
 
 

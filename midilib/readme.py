@@ -85,6 +85,18 @@ def measured_markdown(figures: str | Path) -> str:
         lines.append(f"* DDIM on the validation files, fmd_inf by step count: {steps} (floor "
                      f"{_f(ddim.get('floor_fmd_inf', np.nan), 2)}); DDIM-50 is {ddim['speedup_ddim50']:.1f}× "
                      f"faster than DDPM in the same run;")
+        sm = ddim.get("samplers", {})
+        dpm = sorted((k for k in sm if k.startswith("DPM")), key=lambda k: int(k.rsplit("-", 1)[1]))
+        if dpm:
+            chosen = ddim.get("dpmsolver_steps")
+            pick = (f"the smallest whose interval overlaps DDIM-50's: **{chosen} steps**, "
+                    f"{ddim['dpmsolver_speedup']:.1f}× DDIM-50's speed" if chosen else
+                    "no step count's interval overlaps DDIM-50's")
+            lines.append("* DPM-Solver++ on the validation files, fmd_inf [95% interval] and seconds per 10,000 "
+                         "windows by step count: " + "; ".join(
+                             f"{k.rsplit('-', 1)[1]} steps {_f(sm[k]['fmd_inf'], 2)} [{_f(sm[k]['fmd_inf_lo'], 2)}, "
+                             f"{_f(sm[k]['fmd_inf_hi'], 2)}], {sm[k]['sec_per_10k']:.1f} s" for k in dpm)
+                         + f" ({pick});")
     if ev:
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in ev["seconds_per_10k"].items())
         lines.append(f"* seconds of model time per 10,000 windows: {timings}.")
@@ -135,7 +147,7 @@ def targets_markdown(figures: str | Path) -> str:
                      f"{_f(df.at[floor, 'fad_inf'])}: {_in(df.at['VAE', 'fad_inf'], -np.inf, max(limit, 0.0))}); "
                      f"scale consistency {cell('VAE', 'scale_consistency')} (in the floor's "
                      f"{cell(floor, 'scale_consistency')}: {within('VAE', 'scale_consistency')});")
-        samplers = [s for s in df.index if s.startswith(("DDPM", "DDIM")) and "original" not in s]
+        samplers = [s for s in df.index if s.startswith(("DDPM", "DDIM", "DPM")) and "original" not in s]
         if samplers:
             best = min(samplers, key=lambda s: df.at[s, "fad_inf"])
             lines.append(f"  * best diffusion sampler by fad_inf, {best}: scale consistency "

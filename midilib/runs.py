@@ -187,9 +187,12 @@ def train_model(
     return result
 
 
-def compare_runs(runs: dict[str, str | Path]) -> pd.DataFrame:
+def compare_runs(runs: dict[str, str | Path], prior_n: int | None = None) -> pd.DataFrame:
     """The VAE runs' reconstruction on the split they were scored on (metrics.json), one row per
-    run with its value head, value weight, epochs and training seconds: the table a choice is made from."""
+    run with its value head, value weight, KL settings, epochs and training seconds: the table a
+    choice is made from. With `prior_n`, each run's prior samples too, at the temperature
+    `prior_temperature` picks on the validation files: that temperature, their fmd_inf and scale
+    consistency against `prior_n` validation windows (95% intervals by piece)."""
     rows = []
     for name, run in runs.items():
         run = Path(run)
@@ -207,6 +210,13 @@ def compare_runs(runs: dict[str, str | Path]) -> pd.DataFrame:
                      "split": result.get("reconstruction_split", "test"),
                      **{k: vae[k] for k in ("pitch_accuracy", "pitch_accuracy_lo", "pitch_accuracy_hi",
                                             "note_iou", "note_iou_lo", "note_iou_hi")}})
+        if prior_n:
+            data = json.loads((run / "config.json").read_text())["data"]
+            temperature, table = prior_temperature(run, load_windows(data), prior_n)
+            row = table.loc[f"T={temperature}"]
+            rows[-1].update({"prior_T": temperature, **{m: float(row[m]) for m in (
+                "fmd_inf", "fmd_inf_lo", "fmd_inf_hi", "scale_consistency", "scale_consistency_lo",
+                "scale_consistency_hi")}})
     return pd.DataFrame(rows).set_index("run")
 
 

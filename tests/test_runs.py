@@ -277,6 +277,10 @@ def test_compare_tabulates_vae_runs_by_head(data_dir, tmp_path, capsys):
     text = out.read_text()
     assert "| mse | mse | 1.000 | 0.000 | 0.100 | 1 |" in text and "| classes | classes |" in text
     assert text.count("| test |") + text.count("| valid |") == 2  # valid where the data has one
+    assert main(["compare", f"classes={classes}", "--prior", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "prior_T" in printed and "scale_consistency_lo" in printed
+    assert main(["compare", f"classes={classes}", "--prior", "0"]) == 2
     assert main(["compare", f"x={tmp_path / 'nothing'}"]) == 2
     assert "nothing/metrics.json: not found" in capsys.readouterr().err
     assert main(["compare", "no-name"]) == 2
