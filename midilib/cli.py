@@ -238,8 +238,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     text = ("VAE runs, reconstruction on the split each was scored on (95% intervals over files)  \n"
             f"{machine_line()}\n\n" + "\n".join(lines) + "\n")
     print(text)
-    if args.out:
+    if args.out:  # FILE.md, and the same table as FILE.csv for code to read
         atomic_write(Path(args.out), text)
+        atomic_write(Path(args.out).with_suffix(".csv"), table.to_csv(index=False))
     return 0
 
 

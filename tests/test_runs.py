@@ -275,6 +275,7 @@ def test_compare_tabulates_vae_runs_by_head(data_dir, tmp_path, capsys):
     out = tmp_path / "heads.md"
     assert main(["compare", f"mse={mse}", f"classes={classes}", "--out", str(out)]) == 0
     text = out.read_text()
+    assert list(pd.read_csv(out.with_suffix(".csv")).run) == ["mse", "classes"]
     assert "| mse | mse | 1.000 | 0.000 | 0.100 | 1 |" in text and "| classes | classes |" in text
     assert text.count("| test |") + text.count("| valid |") == 2  # valid where the data has one
     assert main(["compare", f"classes={classes}", "--prior", "64"]) == 0
