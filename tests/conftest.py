@@ -14,6 +14,21 @@ SAMPLE = REPO.parent / "shared" / "corpora" / "giantmidi-sample"
 os.environ.setdefault("MIDILIB_PROFILE", "smoke")  # notebooks under nbval run at smoke
 
 
+def prepare_small_corpus(out: Path, max_files: int, valid_fraction: float) -> Path:
+    """The first files of the embedded corpus (or the sample corpus) prepared into `out`; skips where neither exists."""
+    from midilib.corpus import DATA
+    from midilib.prepare import PrepareParams, prepare
+
+    source = DATA / "default-corpus"
+    if not (source / "corpus.json").exists():
+        source = SAMPLE
+    if not source.exists():
+        pytest.skip("no corpus available (run make set-up)")
+    params = PrepareParams(max_files=max_files, test_fraction=0.25, valid_fraction=valid_fraction)
+    prepare(source, out, params, progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     if not SAMPLE.is_dir():

@@ -9,26 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import prepare_small_corpus
 
 from midilib import distributed
 from midilib.cli import main
-from midilib.prepare import PrepareParams, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    from midilib.corpus import DATA
-
-    source = DATA / "default-corpus"
-    if not (source / "corpus.json").exists():
-        source = ROOT.parent / "shared" / "corpora" / "giantmidi-sample"
-    if not source.exists():
-        pytest.skip("no corpus available (run make set-up)")
-    out = tmp_path_factory.mktemp("data")
-    prepare(source, out, PrepareParams(max_files=12, test_fraction=0.25, valid_fraction=0.0), progress=False)
-    return out
+    return prepare_small_corpus(tmp_path_factory.mktemp("data"), max_files=12, valid_fraction=0.0)
 
 
 def _torchrun(args: list[str], procs: int = 2) -> None:

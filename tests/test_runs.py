@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import prepare_small_corpus
 
 from midilib.cli import main
 from midilib.prepare import PrepareParams, prepare
@@ -26,16 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """A small real corpus: the first files of the embedded corpus (or the sample corpus)."""
-    from midilib.corpus import DATA
-
-    source = DATA / "default-corpus"
-    if not (source / "corpus.json").exists():
-        source = ROOT.parent / "shared" / "corpora" / "giantmidi-sample"
-    if not source.exists():
-        pytest.skip("no corpus available (run make set-up)")
-    out = tmp_path_factory.mktemp("data")
-    prepare(source, out, PrepareParams(max_files=16, test_fraction=0.25, valid_fraction=0.2), progress=False)
-    return out
+    return prepare_small_corpus(tmp_path_factory.mktemp("data"), max_files=16, valid_fraction=0.2)
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:

@@ -39,6 +39,11 @@ from midilib.diffusion.schedules import alphas_cumprod
 SPACINGS = ("leading", "trailing", "linspace")
 
 
+def _check_steps(n: object, T: int) -> None:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= T:
+        raise ValueError(f"the number of sampling steps must be an integer in 1..{T}, got {n!r}")
+
+
 def _randn_like(sample: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Gaussian noise drawn on the generator's device, so a seed gives the same noise anywhere."""
     device = generator.device if generator is not None else sample.device
@@ -90,10 +95,7 @@ class _Scheduler:
     def set_timesteps(self, n: int) -> None:
         """Use n sampling steps (1 <= n <= T); `timesteps` becomes a descending LongTensor."""
         T = self.num_train_timesteps
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= T:
-            raise ValueError(
-                f"the number of sampling steps must be an integer in 1..{T}, got {n!r}"
-            )
+        _check_steps(n, T)
         if self.timestep_spacing == "leading":
             steps = np.arange(n) * (T // n)
         elif self.timestep_spacing == "trailing":
@@ -261,10 +263,7 @@ class DPMSolverScheduler(_Scheduler):
     def set_timesteps(self, n: int) -> None:
         """Use n sampling steps (1 <= n <= T), spaced as diffusers' DPM-Solver spaces them."""
         T = self.num_train_timesteps
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= T:
-            raise ValueError(
-                f"the number of sampling steps must be an integer in 1..{T}, got {n!r}"
-            )
+        _check_steps(n, T)
         if self.timestep_spacing == "linspace":
             steps = np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
         elif self.timestep_spacing == "leading":
