@@ -100,6 +100,19 @@ def piano_rolls(rolls: Mapping[str, np.ndarray], ncols: int = 4, window: int | N
     return fig
 
 
+def stacked_rolls(rolls: Mapping[str, np.ndarray], window: int | None = None) -> plt.Figure:
+    """Piano rolls one above the other on a shared time and pitch axis (real against models)."""
+    n = len(rolls)
+    fig, axes = plt.subplots(n, 1, figsize=(11, 1.7 * n + 0.6), sharex=True, sharey=True, squeeze=False)
+    for ax, (name, ev) in zip(axes[:, 0], rolls.items()):
+        piano_roll(ev, ax=ax, window=window)
+        ax.set_title(name, loc="left", fontsize=9)
+        ax.set_xlabel("")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    return fig
+
+
 def distribution(values: Sequence[float], xlabel: str, bins: int = 40) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.hist(np.asarray(values, dtype=float)[np.isfinite(values)], bins=bins, color="C4")
