@@ -1,4 +1,4 @@
-"""`python -m midilib prepare|train|generate|evaluate`.
+"""`python -m midilib prepare|train|generate|evaluate|compare|embed`.
 
 Every user error (a wrong path, a parameter out of range, a corrupt input)
 ends as one line on stderr and exit status 2, never a traceback.
@@ -244,6 +244,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from midilib.embed import embed_files
+
+    result = embed_files(args.run, args.paths, batch_size=args.batch_size, device=args.device)
+    for path, reason in result.skipped.items():
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not result.files:
+        raise CliError(f"no usable MIDI file among {len(result.skipped)} ({'; '.join(sorted(set(result.skipped.values()))[:3])})")
+    result.save(args.out)
+    print(f"embed: {len(result.latents)} windows of {len(result.files)} files ({len(result.skipped)} skipped), "
+          f"latent {result.latents.shape[1]} -> {args.out}")
+    return 0
+
+
 def _name_path(item: str) -> tuple[str, str]:
     name, sep, path = item.partition("=")
     if not sep or not name or not path:
@@ -253,6 +267,7 @@ def _name_path(item: str) -> tuple[str, str]:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compare": _cmd_compare,
+    "embed": _cmd_embed,
     "prepare": _cmd_prepare,
     "train": _cmd_train,
     "generate": _cmd_generate,
@@ -330,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=10_000, help="windows per set, for every metric (FAD included)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("embed", help="VAE latents of MIDI files: one per window and the mean per file")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="MIDI files or folders (searched recursively)")
+    p.add_argument("--run", required=True, help="a trained VAE run")
+    p.add_argument("--out", required=True, help="the .npz to write (files, latents, window_file, file_means)")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("compare", help="tabulate trained VAE runs' validation reconstruction")
     p.add_argument("runs", nargs="+", metavar="NAME=RUN")

@@ -312,3 +312,40 @@ def test_a_run_stopped_by_max_steps_resumes_to_the_straight_weights(data_dir, tm
         assert list(log_b.epoch) == list(log_a.epoch) == [0, 1, 2]
         cols = [c for c in log_a.columns if c not in ("samples_per_s", "seconds")]
         pd.testing.assert_frame_equal(log_a[cols], log_b[cols])
+
+
+def test_embed_writes_window_latents_and_file_means(data_dir, tmp_path, capsys):
+    import shutil
+
+    from midilib.models.vae import encode
+
+    run = tmp_path / "vae"
+    train_model("vae", data_dir, "smoke", run, max_steps=2, progress=False)
+    source = json.loads((data_dir / "params.json").read_text())["root"]
+    files = sorted(Path(source).rglob("*.mid"))[:3]
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    for f in files[1:]:
+        shutil.copy(f, folder / f.name)
+    (folder / "broken.mid").write_bytes(b"MThd not really")
+    out = tmp_path / "emb.npz"
+    assert main(["embed", str(files[0]), str(folder), "--run", str(run), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "broken.mid" in captured.err
+    with np.load(out) as e:
+        files_out, latents, owner, means = e["files"], e["latents"], e["window_file"], e["file_means"]
+    assert len(files_out) == 3 and means.shape == (3, latents.shape[1]) and len(owner) == len(latents)
+    model, _ = load_model(run)
+    from midilib.events import read_events, to_windows
+
+    first = to_windows(read_events(files[0]), 8)
+    mu, _ = encode(model, first)
+    np.testing.assert_allclose(latents[owner == 0], mu.numpy(), atol=1e-6)  # the posterior means, in file order
+    np.testing.assert_allclose(means[0], mu.numpy().mean(0), atol=1e-5)
+    assert main(["embed", str(folder / "broken.mid"), "--run", str(run), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "no usable MIDI file" in capsys.readouterr().err
+    ddpm = tmp_path / "ddpm"
+    train_model("ddpm", data_dir, "smoke", ddpm, max_steps=1, progress=False)
+    assert main(["embed", str(folder), "--run", str(ddpm), "--out", str(tmp_path / "y.npz")]) == 2
+    assert "embed needs a VAE run" in capsys.readouterr().err
+    assert main(["embed", str(tmp_path / "nowhere"), "--run", str(run), "--out", str(tmp_path / "z.npz")]) == 2
