@@ -373,7 +373,30 @@ def section_generate(repeats: int) -> list[dict]:
                                  f"{min(batch, n)}); ratio vs DDIM-50 batched beside it", "s per 10k",
                                  o_min * 10_000 / n, o_med * 10_000 / n, measured_n=n, ratio=b_min / o_min,
                                  ddim50_s_per_10k=b_min * 10_000 / n))
-    return rows
+    return rows + _attention_rows(repeats)
+
+
+def _attention_rows(repeats: int, calls: int = 50) -> list[dict]:
+    """Attention over 8 note tokens at the default denoiser's shape (4 heads of 24, a sampling batch):
+    fused scaled_dot_product_attention against two batched matmuls (`short_attention`), side by side."""
+    import torch
+    import torch.nn.functional as F
+
+    from midilib.models.denoisers import short_attention
+    from midilib.train import resolve_device
+
+    dev = resolve_device("auto")
+    batch = 10_000 if dev.type == "cuda" else 512
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(batch, 4, 8, 24, generator=gen).to(dev) for _ in range(3))
+    with torch.inference_mode():
+        (o_min, o_med, _), (b_min, b_med, _) = _timed_pair(
+            lambda: [short_attention(q, k, v) for _ in range(calls)],
+            lambda: [F.scaled_dot_product_attention(q, k, v) for _ in range(calls)], repeats, warmup=True)
+    what = f"attention over 8 tokens, batch {batch} x 4 heads of 24, {calls} calls"
+    return [_row("generate", f"{what}: fused scaled_dot_product_attention", "ms", b_min * 1e3, b_med * 1e3),
+            _row("generate", f"{what}: two batched matmuls (short_attention, the denoiser's)", "ms",
+                 o_min * 1e3, o_med * 1e3, ratio=b_min / o_min)]
 
 
 def section_audio(repeats: int, n: int = 200) -> list[dict]:

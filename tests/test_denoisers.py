@@ -225,3 +225,13 @@ def test_schedulers_add_noise_delegates_to_the_shared_function(monkeypatch) -> N
     sched = schedulers.DDIMScheduler(build_diffusion(TINY).betas)
     sched.add_noise(torch.zeros(2, 8, 6), torch.ones(2, 8, 6), torch.tensor([0, 49]))
     assert len(calls) == 1 and calls[0][0] is sched.alphas_cumprod
+
+
+def test_short_attention_equals_fused_attention():
+    import torch.nn.functional as F
+
+    from midilib.models.denoisers import short_attention
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(64, 4, 8, 24, generator=gen) for _ in range(3))
+    assert torch.allclose(short_attention(q, k, v), F.scaled_dot_product_attention(q, k, v), atol=1e-5)
