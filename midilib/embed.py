@@ -4,7 +4,8 @@
 named (folders are searched recursively), cuts it into the run's windows with the
 run's own clips (s_max, d_max), and encodes each window to its posterior mean
 mu(x). A file-level vector is the mean of its windows' means. Files that cannot be
-read, or have fewer notes than a window, are skipped and reported; the rest are kept.
+read, or have fewer notes than a window, are skipped and reported as `prepare` reports
+them (`prepare.read_windows`); the rest are kept.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from midilib.corpus import MIDI_SUFFIXES, list_midi_files
-from midilib.events import MidiError, read_events, to_windows
+from midilib.prepare import read_windows
 
 
 @dataclass
@@ -66,13 +67,9 @@ def embed_files(run: str | Path, paths: list[str | Path], batch_size: int = 4096
         raise ValueError(f"no .mid or .midi files under {', '.join(map(str, paths))}")
     kept, parts, owners, skipped = [], [], [], {}
     for f in files:
-        try:
-            windows = to_windows(read_events(f, params["s_max"], params["d_max"]), params["window"])
-        except MidiError as exc:
-            skipped[str(f)] = str(exc).split(": ", 1)[-1]
-            continue
-        if len(windows) == 0:
-            skipped[str(f)] = f"fewer than {params['window']} notes"
+        windows, _, status = read_windows(f, params["window"], params["s_max"], params["d_max"])
+        if windows is None:
+            skipped[str(f)] = status
             continue
         owners.append(np.full(len(windows), len(kept), dtype=np.int32))
         kept.append(str(f))

@@ -143,8 +143,15 @@ def resolve_source(source: str | Path, progress: bool = True) -> Path:
 
 
 def _parse_one(job: tuple[str, int, float, float, str]) -> tuple[np.ndarray | None, int, str]:
-    """Worker: (windows or None, notes, status) for one file."""
-    path, window, s_max, d_max, parser = job
+    """Worker: `read_windows` of one job tuple (pool.map passes one argument)."""
+    return read_windows(*job)
+
+
+def read_windows(
+    path: str | Path, window: int, s_max: float, d_max: float, parser: str = "fast"
+) -> tuple[np.ndarray | None, int, str]:
+    """(windows or None, notes, status) of one MIDI file: status "ok", or why it is unusable
+    (unreadable, or fewer notes than a window); never raises for a bad file."""
     try:
         events = read_events(path, s_max, d_max, parser)
     except MidiError as exc:
@@ -268,7 +275,7 @@ def prepare(
         with open(stage / "spool.f32", "wb") as spool:  # pass 1: every usable file's windows, in file order
             for i, (windows, n_notes, why) in enumerate(_parse_all(files, params, workers, progress)):
                 notes[i] = n_notes
-                status.append("ok" if why == "ok" else why)
+                status.append(why)
                 if windows is not None:
                     windows = np.ascontiguousarray(windows, dtype=np.float32)
                     if windows.shape[1:] != row_shape:
@@ -365,28 +372,24 @@ def _remove_dead_stages(out: Path) -> None:
 def _content_key_of(shards: Path) -> str:
     """`content_key` of the arrays in a shards folder, computed a block at a time: the same
     bytes in the same order (names sorted; a header of name, dtype and shape, then the data)."""
-    digest = hashlib.sha256()
-    for name in sorted(ARRAY_NAMES):
-        a = Shards.open(shards, name)
-        digest.update(f"{name}\0{a.dtype.str}\0{a.shape}\n".encode())
-        for block in a.chunks(DIGEST_ROWS):
-            digest.update(block.data)
-    return digest.hexdigest()
+    return content_key({name: Shards.open(shards, name) for name in ARRAY_NAMES})
 
 
-def content_key(arrays: dict[str, np.ndarray]) -> str:
+def content_key(arrays: dict[str, np.ndarray | Shards]) -> str:
     """A digest of the prepared arrays themselves: what trained runs are keyed by.
 
     key.txt keys the inputs by path, size and mtime, a cheap test for "prepare
     again"; a fresh copy of the same corpus fails it, yet gives the same arrays,
-    so the runs trained on them stay valid. `prepare` computes the same digest from
-    its shards, a block at a time (`_content_key_of`), into content.txt.
+    so the runs trained on them stay valid. Shards are read a block at a time, so
+    `prepare` digests its output into content.txt without holding it in memory.
     """
     digest = hashlib.sha256()
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}\0{a.dtype.str}\0{a.shape}\n".encode())
-        digest.update(a.data)  # the array's own buffer: hashing makes no copy
+        a = arrays[name]
+        digest.update(f"{name}\0{a.dtype.str}\0{tuple(a.shape)}\n".encode())
+        blocks = a.chunks(DIGEST_ROWS) if isinstance(a, Shards) else [np.ascontiguousarray(a)]
+        for block in blocks:
+            digest.update(block.data)  # the array's own buffer: hashing makes no copy
     return digest.hexdigest()
 
 
