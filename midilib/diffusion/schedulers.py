@@ -92,17 +92,20 @@ class _Scheduler:
         self.timestep_spacing = timestep_spacing
         self.set_timesteps(self.num_train_timesteps)
 
+    def _spacing(self, n: int, T: int) -> np.ndarray:
+        """The n timesteps `timestep_spacing` names (diffusers' DDPM/DDIM spacings), any order."""
+        if self.timestep_spacing == "leading":
+            return np.arange(n) * (T // n)
+        if self.timestep_spacing == "trailing":
+            return np.round(np.arange(T, 0, -T / n))[:n] - 1
+        return np.linspace(0, T - 1, n).round()
+
     def set_timesteps(self, n: int) -> None:
-        """Use n sampling steps (1 <= n <= T); `timesteps` becomes a descending LongTensor."""
+        """Use n sampling steps (1 <= n <= T); `timesteps` becomes a descending LongTensor
+        (repeated integers of the spacing dropped)."""
         T = self.num_train_timesteps
         _check_steps(n, T)
-        if self.timestep_spacing == "leading":
-            steps = np.arange(n) * (T // n)
-        elif self.timestep_spacing == "trailing":
-            steps = np.round(np.arange(T, 0, -T / n))[:n] - 1
-        else:
-            steps = np.linspace(0, T - 1, n).round()
-        steps = np.unique(steps.astype(np.int64))[::-1].copy()
+        steps = np.unique(self._spacing(n, T).astype(np.int64))[::-1].copy()
         self.num_inference_steps = len(steps)
         self.timesteps = torch.from_numpy(steps)
         prev = np.append(steps[1:], -1)
@@ -260,22 +263,18 @@ class DPMSolverScheduler(_Scheduler):
         self.solver_order = solver_order
         super().__init__(betas, clip_sample, clip_range, timestep_spacing)
 
-    def set_timesteps(self, n: int) -> None:
-        """Use n sampling steps (1 <= n <= T), spaced as diffusers' DPM-Solver spaces them."""
-        T = self.num_train_timesteps
-        _check_steps(n, T)
+    def _spacing(self, n: int, T: int) -> np.ndarray:
+        """Spaced as diffusers' DPM-Solver spaces them: the n + 1 points without the last."""
         if self.timestep_spacing == "linspace":
-            steps = np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
-        elif self.timestep_spacing == "leading":
-            steps = (np.arange(n + 1) * (T // (n + 1))).round()[::-1][:-1]
-        else:
-            steps = np.round(np.arange(T, 0, -T / n)) - 1
-        steps = np.unique(steps.astype(np.int64))[::-1].copy()
-        self.num_inference_steps = len(steps)
-        self.timesteps = torch.from_numpy(steps)
-        prev = np.append(steps[1:], -1)
-        self._prev = dict(zip(steps.tolist(), prev.tolist(), strict=True))
-        self._index = {t: i for i, t in enumerate(steps.tolist())}
+            return np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
+        if self.timestep_spacing == "leading":
+            return (np.arange(n + 1) * (T // (n + 1))).round()[::-1][:-1]
+        return np.round(np.arange(T, 0, -T / n)) - 1
+
+    def set_timesteps(self, n: int) -> None:
+        """Use n sampling steps (1 <= n <= T); a new trajectory starts."""
+        super().set_timesteps(n)
+        self._index = {t: i for i, t in enumerate(self.timesteps.tolist())}
         self._reset()
 
     def _reset(self) -> None:
