@@ -202,7 +202,8 @@ def compare_runs(runs: dict[str, str | Path], prior_n: int | None = None) -> pd.
         result = json.loads(path.read_text())
         if "reconstruction" not in result:
             raise ValueError(f"{run}: not a VAE run (no reconstruction in metrics.json)")
-        cfg = normalized(json.loads((run / "config.json").read_text()))["vae"]
+        config = json.loads((run / "config.json").read_text())
+        cfg = normalized(config)["vae"]
         vae = result["reconstruction"][0]
         rows.append({"run": name, "value_head": cfg["value_head"], "value_weight": cfg["value_weight"],
                      "free_bits": cfg["free_bits"], "beta_max": cfg["beta_max"],
@@ -211,8 +212,7 @@ def compare_runs(runs: dict[str, str | Path], prior_n: int | None = None) -> pd.
                      **{k: vae[k] for k in ("pitch_accuracy", "pitch_accuracy_lo", "pitch_accuracy_hi",
                                             "note_iou", "note_iou_lo", "note_iou_hi")}})
         if prior_n:
-            data = json.loads((run / "config.json").read_text())["data"]
-            temperature, table = prior_temperature(run, load_windows(data), prior_n)
+            temperature, table = prior_temperature(run, load_windows(config["data"]), prior_n)
             row = table.loc[f"T={temperature}"]
             rows[-1].update({"prior_T": temperature, **{m: float(row[m]) for m in (
                 "fmd_inf", "fmd_inf_lo", "fmd_inf_hi", "scale_consistency", "scale_consistency_lo",

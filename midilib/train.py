@@ -155,7 +155,6 @@ class _Batches:
     BLOCK = 1 << 20  # rows per upload
 
     def __init__(self, train: Any, dev: torch.device) -> None:
-        self.n = len(train)
         self.dev = dev
         self.shards = None
         if isinstance(train, (np.ndarray, torch.Tensor)):
@@ -283,6 +282,7 @@ def fit(
             ckpt_path,
         )
 
+    stale_log = resume  # truncated once, before the first row this call appends
     epochs = range(state.epoch, cfg.epochs)
     for epoch in tqdm(epochs, desc=f"train {config.get('model', '')}", unit="epoch",
                       disable=not (progress and ranks.main)):
@@ -337,8 +337,9 @@ def fit(
         }
         save(sums, seen, elapsed)
         if ranks.main:
-            if resume:  # rows past the checkpoint (a kill between the two writes, a stop inside an epoch)
+            if stale_log:  # rows past the checkpoint (a kill between the two writes, a stop inside an epoch)
                 _truncate_log(out / "log.csv", epoch)
+                stale_log = False
             _append_log(out / "log.csv", row)  # after the checkpoint: a logged epoch is a saved one
         summary = row
         if not finished:  # stopped by max_steps inside the epoch
