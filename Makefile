@@ -8,7 +8,7 @@ PROFILE ?= default
 SOURCE ?= default
 STAMP := $(VENV)/.midilib-setup
 
-.PHONY: setup workbook seeds readme test lab bench lint notebooks system-packages clean
+.PHONY: setup workbook book seeds readme test lab bench lint notebooks system-packages clean
 
 setup: $(STAMP)
 
@@ -38,9 +38,24 @@ system-packages:
 		echo "[setup] MISSING system package: libfluidsynth, needed for audio and FAD."; \
 		echo "        Debian/Ubuntu: sudo apt-get install fluidsynth   macOS: brew install fluid-synth"; \
 	fi
+	@# Chromium: the book's browser test (tests/test_book.py skips, saying why, without it)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		echo "[setup] chromium: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "[setup] installing chromium with apt-get (the book's browser test)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
+	else \
+		echo "[setup] no chromium: the book's browser test will skip (Debian: sudo apt-get install chromium)"; \
+	fi
 
 workbook: $(STAMP)
 	$(BIN)/python -m midilib.workbook --profile $(PROFILE) --source $(SOURCE)
+
+# the static HTML book of the last `make workbook` run (build/book/index.html) and the committed
+# executed/ copies; MathJax comes once from the npm registry into build/npm
+book: $(STAMP)
+	$(BIN)/python -m midilib.book --profile $(PROFILE) --source $(SOURCE)
 
 # how far a headline metric moves across training seeds (writes figures/.../seeds.md)
 seeds: $(STAMP)

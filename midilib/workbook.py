@@ -131,11 +131,12 @@ def run_notebooks(
     out_dir: str | Path | None = None,
     figures: str | Path | None = None,
 ) -> dict[str, float]:
-    """Execute the notebooks in order with papermill; returns seconds per notebook."""
+    """Execute the notebooks in order with papermill into build/notebooks/PROFILE/SOURCE/ (what
+    `make book` reads); returns seconds per notebook."""
     import papermill as pm
 
     get_profile(profile)
-    out_dir = Path(out_dir or ROOT / "build" / "notebooks" / profile)
+    out_dir = Path(out_dir or ROOT / "build" / "notebooks" / profile / source_name(source))
     out_dir.mkdir(parents=True, exist_ok=True)
     if source not in ("default", "giantmidi"):  # the notebooks run in notebooks/: pass absolute paths
         source = str(Path(source).resolve())
