@@ -23,13 +23,20 @@ CHANNEL_LABELS = {
 
 
 def composers(table: pd.DataFrame) -> plt.Figure:
-    """Files and notes per composer (bars)."""
+    """Files and notes per composer: bars on a log axis (one composer can have hundreds of times
+    another's files), each labelled with its count."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.3 * len(table) + 1.5), sharey=True)
     names = list(table.index)[::-1]
-    axes[0].barh(names, table["files"].to_numpy()[::-1], color="C0")
-    axes[0].set_xlabel("files")
-    axes[1].barh(names, table["notes"].to_numpy()[::-1], color="C1")
-    axes[1].set_xlabel("notes")
+    for ax, column, color in ((axes[0], "files", "C0"), (axes[1], "notes", "C1")):
+        counts = table[column].to_numpy(dtype=float)[::-1]
+        ax.barh(names, counts, color=color)
+        ax.set_xscale("log")
+        ax.set_xlim(counts.min() / 2, counts.max() * 4)  # room for the labels; a bar of 1 stays visible
+        for y, count in enumerate(counts):
+            ax.annotate(f"{count:,.0f}", (count, y), xytext=(3, 0), textcoords="offset points", va="center",
+                        fontsize=8)
+        ax.set_xlabel(f"{column} (log scale)")
+    axes[0].set_ylabel("composer")
     fig.tight_layout()
     return fig
 
@@ -145,17 +152,63 @@ def compare_channels(sets: Mapping[str, np.ndarray], max_points: int = 20000) ->
     return fig
 
 
+LOG_LABELS = {
+    "loss": "loss (the objective)", "ce": "pitch cross-entropy (nats)", "mse": "value loss", "kl": "KL (nats)",
+    "pitch_acc": "pitch accuracy", "samples_per_s": "windows per second",
+}
+
+
 def training_curves(log: pd.DataFrame, columns: Sequence[str], title: str = "") -> plt.Figure:
-    """Per-epoch curves from a run's log.csv."""
+    """Per-epoch curves from a run's log.csv: each column on the training windows and, where the
+    log has `valid_<column>` (the held-out loss `fit` logs), on the validation windows beside it;
+    a held-out value known for the last epoch only is drawn as one marker."""
     cols = [c for c in columns if c in log]
     fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3), squeeze=False)
     for ax, col in zip(axes[0], cols):
-        ax.plot(log["epoch"], log[col], marker="o", ms=3)
+        ax.plot(log["epoch"], log[col], marker="o", ms=3, label="train")
+        held = f"valid_{col}"
+        if held in log and log[held].notna().any():
+            known = log[log[held].notna()]
+            ax.plot(known["epoch"], known[held], marker="s" if len(known) == 1 else "o", ms=5 if len(known) == 1 else 3,
+                    label="valid" if len(known) > 1 else "valid (final weights)")
+            ax.legend(fontsize=8)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(LOG_LABELS.get(col, col))
         ax.set_title(col)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def diffusion_states(rows: Mapping[str, Mapping[str, np.ndarray]], channels: Sequence[str],
+                     limit: float = 3.0) -> plt.Figure:
+    """Rows of diffusion-space states x (window, channels), each a heat map with notes across and
+    channels down, on one colour scale [-limit, limit] (values beyond it saturate): the forward
+    process next to the reverse one."""
+    ncols = max(len(r) for r in rows.values())
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.9 * ncols + 1, 1.9 * len(rows) + 0.4), squeeze=False)
+    image = None
+    for r, (row_name, states) in enumerate(rows.items()):
+        for c in range(ncols):
+            ax = axes[r, c]
+            if c >= len(states):
+                ax.axis("off")
+                continue
+            label, x = list(states.items())[c]
+            image = ax.imshow(np.asarray(x).T, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+            ax.set_title(label, fontsize=9)
+            ax.set_xticks(range(np.asarray(x).shape[0]))
+            ax.set_xticklabels([str(i + 1) if i % 2 == 0 else "" for i in range(np.asarray(x).shape[0])], fontsize=7)
+            ax.set_yticks(range(len(channels)))
+            ax.set_yticklabels(channels if c == 0 else [], fontsize=7)
+            if c == 0:
+                ax.set_ylabel(row_name, fontsize=9)
+            if r == len(rows) - 1:
+                ax.set_xlabel("note", fontsize=8)
+    fig.tight_layout()
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="value in the diffusion space")
     return fig
 
 
@@ -171,12 +224,28 @@ def schedules(curves: Mapping[str, Sequence[float]], xlabel: str = "epoch") -> p
 
 
 def before_after(originals: np.ndarray, others: np.ndarray, names: tuple[str, str]) -> plt.Figure:
-    """Pairs of piano rolls (e.g. real window vs reconstruction), one column per pair."""
+    """Pairs of piano rolls (e.g. real window vs reconstruction), one column per pair: the
+    original above, the other below with the original's notes outlined, and every panel on the
+    same time and pitch axes so that a shift in time or pitch reads directly."""
+    originals = [np.asarray(ev, dtype=float).reshape(-1, 4) for ev in originals]
+    others = [np.asarray(ev, dtype=float).reshape(-1, 4) for ev in others]
     n = len(originals)
-    fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 4.8), squeeze=False, sharey="col")
-    for i in range(n):
-        piano_roll(originals[i], ax=axes[0, i], title=f"{names[0]} {i}")
-        piano_roll(others[i], ax=axes[1, i], title=f"{names[1]} {i}")
+    fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 4.8), squeeze=False, sharex=True, sharey=True)
+    for i, (a, b) in enumerate(zip(originals, others)):
+        piano_roll(a, ax=axes[0, i], title=f"window {i}")
+        onsets = np.cumsum(a[:, DELTA])
+        axes[1, i].barh(a[:, PITCH], np.maximum(a[:, DURATION], 0.01), left=onsets, height=0.8, fill=False,
+                        edgecolor="0.45", lw=0.7)
+        piano_roll(b, ax=axes[1, i])
+    both = np.concatenate(originals + others)
+    ends = [float((np.cumsum(ev[:, DELTA]) + ev[:, DURATION]).max()) for ev in originals + others if len(ev)]
+    axes[0, 0].set_xlim(0, 1.03 * max(ends, default=1.0))
+    if len(both):
+        axes[0, 0].set_ylim(both[:, PITCH].min() - 1.5, both[:, PITCH].max() + 1.5)
+    for ax in axes.flat:
+        ax.label_outer()
+    axes[0, 0].set_ylabel(f"{names[0]}\npitch")
+    axes[1, 0].set_ylabel(f"{names[1]}\n(outline: {names[0]})\npitch")
     fig.tight_layout()
     return fig
 

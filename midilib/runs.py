@@ -173,7 +173,7 @@ def train_model(
     seed_everything(seed)  # the initial weights too are a function of the seed
     model = build_model(kind, config[kind], config["data_params"])
     summary = fit(model, train, train_cfg, out, config, seed=seed, device=device,
-                  resume=resume, progress=progress)
+                  resume=resume, progress=progress, held_out=arrays.get("valid"))
     result = {"model": kind, "parameters": count_parameters(model), "final": summary,
               "device": str(resolve_device(device))}
     if not main:
@@ -185,6 +185,24 @@ def train_model(
         result["reconstruction_split"] = split
     _write_json(out / "metrics.json", result)
     return result
+
+
+def training_log(run: str | Path, held_out: np.ndarray | None = None) -> pd.DataFrame:
+    """A run's log.csv. Runs trained before `fit` logged `valid_loss` get the held-out loss of their
+    final weights on `held_out` (the valid windows) in the last row, computed now: one point of
+    the validation curve instead of none (`plots.training_curves` draws it as one marker)."""
+    from midilib.train import autocast_for, held_out_loss
+
+    run = Path(run)
+    log = pd.read_csv(run / "log.csv")
+    if "valid_loss" not in log and held_out is not None and len(held_out):
+        model, config = load_model(run)
+        epoch = int(log["epoch"].iloc[-1])
+        final = held_out_loss(model, held_out, epoch, torch.device("cpu"), autocast_for(torch.device("cpu"), "fp32"),
+                              seed=int(config.get("seed", 0)))
+        for name, value in final.items():
+            log.loc[log.index[-1], name] = value
+    return log
 
 
 def compare_runs(runs: dict[str, str | Path], prior_n: int | None = None) -> pd.DataFrame:

@@ -185,8 +185,13 @@ def fit(
     device: str = "auto",
     resume: bool = False,
     progress: bool = True,
+    held_out: Any = None,
 ) -> dict:
     """Train `model` on windows `train` (n, w, 4); write RUN/{config.json, log.csv, checkpoint.pt}.
+
+    With `held_out` windows (the valid split), every finished epoch also logs the model's loss
+    on them as `valid_loss` (and `valid_<log>` for each of its logs), from `held_out_loss`:
+    the generalisation curve beside the training one, at no cost to the training's RNG.
 
     `train` is an array or memory-mapped shards (`midilib.shards.Shards`: anything with len,
     shape, indexing by an index array and `chunks`). `config` is the fully resolved
@@ -335,6 +340,8 @@ def fit(
             "seconds": state.seconds,
             **{name: round(float(value) / max(seen, 1), 12) for name, value in sums.items()},
         }
+        if finished and held_out is not None and len(held_out) and ranks.main:
+            row.update(held_out_loss(model, held_out, epoch, dev, autocast, seed=seed))
         save(sums, seen, elapsed)
         if ranks.main:
             if stale_log:  # rows past the checkpoint (a kill between the two writes, a stop inside an epoch)
@@ -355,6 +362,32 @@ def fit(
     elif state.epoch < cfg.epochs and state.seconds >= budget:
         stopped = "max_minutes (the epoch count depends on the machine's speed)"
     return {**summary, "epochs_done": state.epoch, "stopped_by": stopped}
+
+
+def held_out_loss(model: nn.Module, windows: Any, epoch: int, dev: torch.device,
+                  autocast: Any = None, batch: int = 1024, seed: int = 0) -> dict[str, float]:
+    """The model's training loss and logs on held-out windows, averaged over windows:
+    ``valid_loss`` = (1/n) sum_i loss(x_i) at the epoch's schedule (KL weight, teacher forcing),
+    in eval mode and without gradients. Its random draws (diffusion t and noise, the VAE's
+    reparameterisation) come from a stream seeded by `seed` alone inside `torch.random.fork_rng`,
+    so every epoch is scored on the same draws and training's RNG is left as it was."""
+    was = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        for i in range(0, len(windows), batch):
+            x = torch.as_tensor(np.asarray(windows[i : i + batch], dtype=np.float32), device=dev)
+            with autocast or contextlib.nullcontext():
+                loss, logs = model.training_loss(x, epoch)
+            k = len(x)
+            n += k
+            for name, value in {"loss": loss, **logs}.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * k
+    model.train(was)
+    return {f"valid_{name}": round(total / max(n, 1), 12) for name, total in sums.items()}
 
 
 def _truncate_log(path: Path, epochs: int) -> None:

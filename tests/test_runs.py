@@ -349,3 +349,29 @@ def test_embed_writes_window_latents_and_file_means(data_dir, tmp_path, capsys):
     assert main(["embed", str(folder), "--run", str(ddpm), "--out", str(tmp_path / "y.npz")]) == 2
     assert "embed needs a VAE run" in capsys.readouterr().err
     assert main(["embed", str(tmp_path / "nowhere"), "--run", str(run), "--out", str(tmp_path / "z.npz")]) == 2
+
+
+@pytest.mark.parametrize("kind", ["vae", "ddpm"])
+def test_the_valid_loss_is_logged_without_touching_training(data_dir, tmp_path, kind):
+    """Every epoch logs valid_loss on the valid split; scoring it leaves training's RNG alone, so
+    the weights equal those of a fit without it, and it is the held-out loss of those weights."""
+    from midilib.prepare import load_windows
+    from midilib.runs import build_model, resolve_config
+    from midilib.train import autocast_for, fit, held_out_loss, seed_everything
+
+    arrays = load_windows(data_dir)
+    config, cfg = resolve_config(kind, "smoke", data_dir, epochs=2)
+    weights = {}
+    for name, valid in (("with", arrays["valid"]), ("without", None)):
+        seed_everything(0)
+        model = build_model(kind, config[kind], config["data_params"])
+        fit(model, arrays["train"], cfg, tmp_path / name, config, progress=False, held_out=valid)
+        weights[name] = _weights(tmp_path / name)
+    assert all(torch.equal(weights["with"][k], weights["without"][k]) for k in weights["with"])
+    log = pd.read_csv(tmp_path / "with" / "log.csv")
+    assert "valid_loss" not in pd.read_csv(tmp_path / "without" / "log.csv").columns
+    assert log.valid_loss.notna().all() and (log.valid_loss > 0).all()
+    assert not np.allclose(log.valid_loss, log.loss)  # another set of windows
+    model, _ = load_model(tmp_path / "with")
+    again = held_out_loss(model, arrays["valid"], 1, torch.device("cpu"), autocast_for(torch.device("cpu"), "fp32"))
+    assert again["valid_loss"] == pytest.approx(log.valid_loss.iloc[-1], rel=1e-6)
