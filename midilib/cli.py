@@ -35,7 +35,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         parser=args.parser,
         max_files=args.max_files,
     )
-    result = prepare(args.source, args.out, params, workers=args.workers, progress=not args.quiet)
+    result = prepare(args.source, args.out, params, workers=args.workers, progress=not args.quiet,
+                     composers=args.composers)
     for row in result.manifest:
         if row["status"] != "ok":
             print(f"skipped {row['path']}: {row['status']}", file=sys.stderr)
@@ -46,6 +47,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from midilib.runs import train_model
 
+    if args.model == "latent":
+        return _train_latent(args)
+    for name, value in (("--vae", args.vae), ("--windows", args.windows)):
+        if value is not None:
+            raise CliError(f"{name} is a latent setting, not one of {args.model!r}")
     result = train_model(
         args.model, args.data, args.profile, args.out, epochs=args.epochs, max_steps=args.max_steps,
         device=args.device, seed=args.seed, resume=args.resume, denoiser=args.denoiser,
@@ -66,15 +72,64 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_latent(args: argparse.Namespace) -> int:
+    """`train latent --vae VAE_RUN`: diffusion over sequences of the VAE's window latents."""
+    from midilib.distributed import world
+    from midilib.latent import train_latent
+
+    if args.vae is None:
+        raise CliError("train latent needs --vae VAE_RUN (a trained VAE run)")
+    for name in ("denoiser", "pitch_code", "value_weight", "value_head", "free_bits", "beta_max"):
+        if getattr(args, name) is not None:
+            raise CliError(f"--{name.replace('_', '-')} is not a latent setting")
+    result = train_latent(
+        args.vae, args.data, args.profile, args.out, windows=args.windows, epochs=args.epochs,
+        max_steps=args.max_steps, batch_size=args.batch_size, max_minutes=args.max_minutes,
+        precision=args.precision, schedule=args.schedule, device=args.device, seed=args.seed,
+        resume=args.resume, reuse=False, progress=not args.quiet,
+    )
+    if not world().main:
+        return 0
+    final = result["final"]
+    line = (f"latent: {result['parameters']:,} parameters, {result['sequences']['train']} training sequences; "
+            f"epoch {final.get('epoch')} loss {final.get('loss', float('nan')):.4f}")
+    if "valid_loss" in result:
+        line += f"; valid loss {result['valid_loss']:.4f} ({result['valid_loss_uncond']:.4f} without composer)"
+    print(line + f" -> {args.out}")
+    return 0
+
+
+def _generate_latent(args: argparse.Namespace) -> int:
+    """`generate latent --run RUN`: pieces of K windows, OUT/samples.npz and one .mid a piece."""
+    from midilib.latent import generate_latent
+
+    n = 16 if args.n is None else args.n
+    result = generate_latent(
+        args.run, n, args.out, steps=args.steps, composer=args.composer, guidance=args.guidance,
+        seed=args.seed, sampler=args.sampler or "ddim", eta=args.eta, temperature=args.temperature,
+        device=args.device, batch_size=256 if args.batch_size is None else args.batch_size,
+        progress=not args.quiet,
+    )
+    _, length, _ = result["samples"].shape
+    print(f"latent: {n} pieces of {length} notes in {result['seconds']:.2f} s on {result['device']} "
+          f"-> {args.out}/samples.npz")
+    return 0
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from midilib.runs import generate
 
+    if args.generator == "latent":
+        return _generate_latent(args)
+    for name, value in (("--sampler", args.sampler), ("--composer", args.composer), ("--guidance", args.guidance)):
+        if value is not None:
+            raise CliError(f"{name} is a latent setting, not one of {args.generator!r}")
     result = generate(
-        args.generator, args.run, args.n, args.out, steps=args.steps, eta=args.eta,
-        temperature=args.temperature, seed=args.seed, batch_size=args.batch_size,
+        args.generator, args.run, 10_000 if args.n is None else args.n, args.out, steps=args.steps, eta=args.eta,
+        temperature=args.temperature, seed=args.seed, batch_size=4096 if args.batch_size is None else args.batch_size,
         device=args.device, progress=not args.quiet,
     )
-    print(f"{args.generator}: {args.n} windows in {result['seconds']:.2f} s "
+    print(f"{args.generator}: {len(result['samples'])} windows in {result['seconds']:.2f} s "
           f"({result['seconds_per_10k']:.2f} s per 10k on {result['device']}) -> {args.out}/samples.npz")
     return 0
 
@@ -258,6 +313,21 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from midilib.probe import corpus_features, probe_report, probe_table
+
+    if args.folds < 2:
+        raise CliError(f"--folds must be >= 2, got {args.folds}")
+    feats = corpus_features(args.run, args.data, device=args.device)
+    table, chosen = probe_table(feats, min_pieces=args.min_pieces, folds=args.folds, seed=args.seed)
+    print(probe_report(table, chosen, args.folds, args.data))
+    if args.out:
+        from midilib.atomic import atomic_write
+
+        atomic_write(Path(args.out), table.to_csv(index=False))
+    return 0
+
+
 def _name_path(item: str) -> tuple[str, str]:
     name, sep, path = item.partition("=")
     if not sep or not name or not path:
@@ -268,6 +338,7 @@ def _name_path(item: str) -> tuple[str, str]:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compare": _cmd_compare,
     "embed": _cmd_embed,
+    "probe": _cmd_probe,
     "prepare": _cmd_prepare,
     "train": _cmd_train,
     "generate": _cmd_generate,
@@ -292,9 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--parser", choices=("fast", "pretty_midi"), default="fast")
     p.add_argument("--max-files", type=int, default=None, help="use only the first N files")
+    p.add_argument("--composers", default=None, metavar="CSV",
+                   help="path,composer labels (paths relative to the corpus root) that come before "
+                        "the ones read from file and folder names")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = sub.add_parser("train", help="train a model into a run folder")
-    p.add_argument("model", choices=("vae", "ddpm"))
+    p.add_argument("model", choices=("vae", "ddpm", "latent"),
+                   help="latent: diffusion over sequences of a VAE run's window latents (needs --vae)")
     p.add_argument("--data", required=True, help="a prepared folder (DIR/shards)")
     p.add_argument("--profile", default="default", help="smoke | default | full")
     p.add_argument("--out", required=True, help="run folder")
@@ -318,20 +393,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--free-bits", type=float, default=None,
                    help="VAE only: nats of KL per window that cost nothing (MusicVAE's free bits)")
     p.add_argument("--beta-max", type=float, default=None, help="VAE only: the KL weight's final value")
+    p.add_argument("--vae", default=None, metavar="VAE_RUN", help="latent only: the trained VAE run to encode with")
+    p.add_argument("--windows", type=int, default=None, metavar="K",
+                   help="latent only: consecutive windows per sequence (default: the profile's, 16)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("generate", help="generate windows with a trained run")
     from midilib.runs import GENERATORS
 
-    p.add_argument("generator", choices=GENERATORS)
+    p.add_argument("generator", choices=(*GENERATORS, "latent"),
+                   help="latent: whole pieces of K windows from a `train latent` run")
     p.add_argument("--run", required=True)
-    p.add_argument("-n", type=int, default=10_000)
+    p.add_argument("-n", type=int, default=None, help="windows (default 10,000), or pieces for latent (default 16)")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (diffusion; default: all for ddpm, 50 for ddim, 20 for dpmsolver)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like; ddim only)")
     p.add_argument("--temperature", type=float, default=0.0, help="VAE pitch temperature (0 = argmax)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, default=None, help="default: 4096 windows, or 256 latent pieces")
+    p.add_argument("--sampler", choices=("ddim", "ddpm", "dpmsolver"), default=None, help="latent only (default ddim)")
+    p.add_argument("--composer", default=None, help="latent only: condition on this composer of the run")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="latent only: classifier-free guidance weight W with --composer (0 unconditional, "
+                        "1 conditional, the default; > 1 stronger)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true")
 
@@ -352,6 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the .npz to write (files, latents, window_file, file_means)")
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("probe", help="cross-validated composer probe: VAE file latents vs window statistics")
+    p.add_argument("--run", required=True, help="a trained VAE run")
+    p.add_argument("--data", required=True, help="a prepared folder (composers from its manifest)")
+    p.add_argument("--min-pieces", type=int, default=3,
+                   help="composers with fewer groups (recordings or pieces) are pooled as 'other'")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--out", default=None, help="also write the table here (CSV)")
 
     p = sub.add_parser("compare", help="tabulate trained VAE runs' validation reconstruction")
     p.add_argument("runs", nargs="+", metavar="NAME=RUN")

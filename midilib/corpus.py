@@ -5,6 +5,12 @@ titles may themselves contain commas. The embedded default corpus is built
 from the scores that the ``music21`` package ships (Bach chorales and a few
 keyboard works), converted once to MIDI under ``data/default-corpus`` and
 named the GiantMIDI way so that one parser describes every corpus.
+
+The split keys pieces by `describe` alone (`piece_key`), as it always has; the
+manifest's composer column comes from `composers_of`, which also reads a labels
+CSV, composer folders and ``Surname_Title_....mid`` names (the GiantMIDI
+evaluation files'), so labelling a corpus never changes its split or its arrays.
+`group_key` joins the files cut from one recording, for folds that must not leak.
 """
 
 from __future__ import annotations
@@ -58,6 +64,168 @@ def describe(path: str | Path) -> tuple[str, str]:
         surname, firstname = parts[0], parts[1]
         return f"{surname}, {firstname}", ", ".join(parts[2:-1])
     return "unknown", stem
+
+
+# --------------------------------------------------------- composer labels
+
+# the first token of an underscore name is taken for a surname only if it is a capitalised
+# word of letters alone (``Debussy``, ``Dvořák``) of 3 letters or more, not one of these
+# words that open titles instead (``Prelude_in_C.mid`` names no composer)
+TITLE_WORDS = frozenset({
+    "Air", "Allegro", "Andante", "Aria", "Ballade", "Barcarolle", "Berceuse", "Canon", "Chorale",
+    "Concerto", "Dance", "Etude", "Etudes", "Fantasia", "Fantasie", "Fantasy", "Fugue", "Gavotte",
+    "Gigue", "Impromptu", "Intermezzo", "Invention", "March", "Mazurka", "Menuet", "Minuet",
+    "Nocturne", "Overture", "Partita", "Piano", "Piece", "Polonaise", "Prelude", "Preludes",
+    "Rhapsody", "Rondo", "Scherzo", "Sonata", "Sonatina", "Song", "Study", "Suite", "Symphony",
+    "Theme", "Toccata", "Track", "Variations", "Waltz", "Untitled",
+})
+_YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
+# what the GiantMIDI evaluation files append after the YouTube id: _cut, _midi, _mov_N, _no_N,
+# _partN, or one lower-case letter (``_a``)
+_CUT_SUFFIX = re.compile(r"_(?:cut|midi|part\d+|mov_\d+|no_\d+|[a-z])$")
+
+
+def underscore_composer(path: str | Path) -> str | None:
+    """The surname that opens a ``Surname_Title_..._youtubeid.mid`` name, else None.
+
+    Conservative: the stem must have no ``", "`` (the GiantMIDI comma form), at least
+    three ``_``-separated tokens, and a first token that is a capitalised word of 3 or
+    more letters alone (``str.isalpha``: accents allowed, digits and hyphens not), lower
+    case after its first letter, and not in TITLE_WORDS. ``Debussy_Clair_de_Lune_abc.mid``
+    gives "Debussy"; ``Prelude_in_C.mid``, ``track_01_a.mid``, ``BWV_846_x.mid`` give None.
+    """
+    stem = Path(path).stem
+    if ", " in stem:
+        return None
+    tokens = stem.split("_")
+    first = tokens[0]
+    if len(tokens) < 3 or len(first) < 3 or not first.isalpha():
+        return None
+    if not (first[0].isupper() and first[1:].islower()) or first in TITLE_WORDS:
+        return None
+    return first
+
+
+def read_composers_csv(path: str | Path) -> dict[str, str]:
+    """{relative path: composer} from a CSV with columns path,composer (others ignored).
+
+    Paths are relative to the corpus root, with ``/`` separators. A file that cannot be
+    read or parsed, lacks either column, or has an empty composer is a one-line ValueError
+    naming the file.
+    """
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            columns = set(reader.fieldnames or ())
+            if not {"path", "composer"} <= columns:
+                raise ValueError(f"{path}: a composers CSV needs columns path,composer "
+                                 f"(has: {', '.join(sorted(columns)) or 'none'})")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: cannot read the composers CSV ({type(exc).__name__}: {exc})") from None
+    out: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        rel, composer = (row.get("path") or "").strip(), (row.get("composer") or "").strip()
+        if not rel or not composer:
+            raise ValueError(f"{path}: line {line} has an empty path or composer")
+        out[Path(rel).as_posix()] = composer
+    return out
+
+
+def composers_of(
+    files: list[Path], root: str | Path, overrides: dict[str, str] | None = None
+) -> list[str]:
+    """The composer of each file (paths under `root`), by the first rule that gives one:
+
+    1. `overrides` (`read_composers_csv`), keyed by the path relative to `root`;
+    2. the GiantMIDI comma form, ``Surname, Firstname, Title, youtubeid.mid`` (`describe`);
+    3. the first folder under `root` (``root/chopin/x.mid`` -> "chopin"), unless every
+       file lies in one and the same folder (a zip's wrapping folder names no composer);
+    4. the underscore form, ``Surname_Title_....mid`` (`underscore_composer`); a surname
+       that exactly one comma-form composer of the corpus bears becomes that composer
+       (``Chopin_Etudes_Op10_x.mid`` beside ``Chopin, Frédéric, ...`` -> "Chopin, Frédéric");
+    5. "unknown".
+
+    Only the manifest's composer column comes from here: the split keys pieces by
+    `piece_key(*describe(path))`, which these rules leave alone, so labelling a corpus
+    never moves a file between train, valid and test.
+    """
+    root = Path(root)
+    overrides = overrides or {}
+    rels = [Path(f).relative_to(root).as_posix() for f in files]
+    if overrides and not set(overrides) & set(rels):
+        raise ValueError(f"no path of the composers CSV names a file under {root} "
+                         f"(paths are relative to it, e.g. {rels[0]!r})")
+    by_folder = len({rel.split("/")[0] for rel in rels}) > 1
+    out: list[str | None] = []
+    surnames: list[str | None] = []
+    for f, rel in zip(files, rels):
+        composer = overrides.get(rel)
+        if composer is None and (named := describe(f)[0]) != "unknown":
+            composer = named
+        if composer is None and by_folder and "/" in rel:
+            composer = rel.split("/")[0]
+        out.append(composer)
+        surnames.append(underscore_composer(f) if composer is None else None)
+    full: dict[str, set[str]] = {}
+    for f in files:
+        named = describe(f)[0]
+        if named != "unknown":
+            full.setdefault(named.split(", ")[0], set()).add(named)
+    labels = []
+    for composer, surname in zip(out, surnames):
+        if composer is None and surname is not None:
+            matches = full.get(surname, set())
+            composer = next(iter(matches)) if len(matches) == 1 else surname
+        labels.append(composer or "unknown")
+    return labels
+
+
+def fold_composers(
+    composers: list[str], min_pieces: int, pieces: list[str] | None = None, other: str = "other"
+) -> list[str]:
+    """Composers with fewer than `min_pieces` pieces (distinct `pieces` keys, one per file;
+    default: every file its own piece) become `other`; the rest are kept as they are."""
+    if min_pieces < 1:
+        raise ValueError(f"min_pieces must be >= 1, got {min_pieces}")
+    pieces = list(range(len(composers))) if pieces is None else list(pieces)
+    if len(pieces) != len(composers):
+        raise ValueError(f"{len(pieces)} piece keys for {len(composers)} composers")
+    held: dict[str, set] = {}
+    for composer, piece in zip(composers, pieces):
+        held.setdefault(composer, set()).add(piece)
+    return [c if len(held[c]) >= min_pieces else other for c in composers]
+
+
+def group_key(path: str | Path) -> str:
+    """The unit a file belongs to for cross-validation folds and resampling.
+
+    Files cut from one recording share it: the YouTube id that ends a GiantMIDI name,
+    in the comma form (its last part) or the underscore form (the last 11 characters
+    before the suffixes _cut, _midi, _mov_N, _no_N, _partN or _x, preceded by ``_``).
+    So ``Chopin_Etudes_Op10_g0hoN6_HDVU_no_12_cut.mid`` and ``Chopin, Frédéric,
+    Études, Op.10, g0hoN6_HDVU.mid`` are one group. Any other file's group is its
+    `piece_key` where its name says its composer, else the file itself (its path
+    without suffix: ``a/piece_1.mid`` and ``b/piece_1.mid`` are two pieces). Two names
+    that merely end alike are merged, never split: the safe direction for folds.
+    """
+    stem = Path(path).stem
+    parts = stem.split(", ")
+    if len(parts) >= 4 and _YOUTUBE_ID.fullmatch(parts[-1]):
+        return f"youtube:{parts[-1]}"
+    if ", " not in stem:
+        while (m := _CUT_SUFFIX.search(stem)) and len(stem) - len(m.group(0)) > 12:
+            stem = stem[: m.start()]
+        tail = stem[-11:]
+        if len(stem) > 12 and stem[-12] == "_" and _YOUTUBE_ID.fullmatch(tail):
+            return f"youtube:{tail}"
+    composer, title = describe(path)
+    if composer == "unknown":
+        return "file:" + Path(path).with_suffix("").as_posix()
+    return "piece:" + piece_key(composer, title)
 
 
 def piece_key(composer: str, title: str) -> str:

@@ -129,3 +129,13 @@ def split_half_interval(
     sd = float(np.std(reps, ddof=1))
     t = float(scipy.stats.t.ppf(1.0 - alpha / 2.0, df=min(ka, kb) - 1))
     return value, value - t * sd, value + t * sd
+
+
+def jackknife_se(loo: np.ndarray) -> float:
+    """The delete-one jackknife standard error from k leave-one-unit-out replicates of a statistic:
+    se^2 = (k-1)/k * sum_g (loo_g - mean loo)^2 (as in `mean_interval`, for any statistic)."""
+    loo = np.asarray(loo, dtype=np.float64)
+    if loo.ndim != 1 or len(loo) < 2:
+        return float("nan")
+    k = len(loo)
+    return float(np.sqrt((k - 1) / k * ((loo - loo.mean()) ** 2).sum()))

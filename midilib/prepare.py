@@ -41,8 +41,9 @@ SPLITS = ("train", "valid", "test")
 # resamples pieces (and FD∞ on half-splits of them) needs that many; fewer would say nothing
 MIN_PIECES = 8
 MANIFEST_COLUMNS = ("path", "composer", "title", "notes", "windows", "split", "status")
-# 2: split by piece; 3: a valid split; 4: at least MIN_PIECES pieces a split; 5: shards, not windows.npz
-CACHE_VERSION = 5
+# 2: split by piece; 3: a valid split; 4: at least MIN_PIECES pieces a split; 5: shards, not windows.npz;
+# 6: composers from the folder and underscore names too (`corpus.composers_of`; arrays unchanged)
+CACHE_VERSION = 6
 ARRAY_NAMES = (*SPLITS, *(f"{s}_file" for s in SPLITS))
 DIGEST_ROWS = 1 << 16  # rows read at a time to digest the shards (8 MiB of (8, 4) windows)
 
@@ -164,8 +165,10 @@ def read_windows(
     return windows, len(events), "ok"
 
 
-def _cache_key(files: list[Path], root: Path, params: PrepareParams) -> str:
+def _cache_key(files: list[Path], root: Path, params: PrepareParams, composers: Path | None = None) -> str:
     digest = hashlib.sha256(json.dumps([CACHE_VERSION, asdict(params)]).encode())
+    if composers is not None:  # the labels' file, by content: a new label means a new manifest
+        digest.update(b"composers\0" + hashlib.sha256(composers.read_bytes()).digest())
     for f in files:
         st = f.stat()
         digest.update(f"{f.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -239,6 +242,7 @@ def prepare(
     workers: int | None = None,
     progress: bool = True,
     shard_rows: int = SHARD_ROWS,
+    composers: str | Path | None = None,
 ) -> Prepared:
     """Parse every MIDI file of `source` into windows; write DIR/shards/ and manifest.csv.
 
@@ -248,6 +252,10 @@ def prepare(
     the spool back file by file into the shards of each split (at most `shard_rows` rows
     a shard) and writes the manifest. The staging folder then replaces DIR's shards, and
     key.txt comes last, so a crash anywhere leaves no key that matches.
+
+    `composers`: a CSV of path,composer (paths relative to the corpus root) whose labels
+    come first in the manifest's composer column (`corpus.composers_of` gives the rest).
+    Labels change that column only, never the split or the arrays.
     """
     params = params or PrepareParams()
     params.validate()
@@ -260,7 +268,10 @@ def prepare(
     if not files:
         raise ValueError(f"{root}: no .mid or .midi files found")
     out = Path(out)
-    key = _cache_key(files, root, params)
+    composers = Path(composers) if composers is not None else None
+    overrides = corpus.read_composers_csv(composers) if composers is not None else None
+    labels_of = corpus.composers_of(files, root, overrides)
+    key = _cache_key(files, root, params, composers)
     if (out / "key.txt").exists() and (out / "key.txt").read_text() == key:
         return load_prepared(out, reused=True)
 
@@ -303,7 +314,7 @@ def prepare(
                 writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
                 writer.writeheader()
                 for i, f in enumerate(files):
-                    composer, title = corpus.describe(f)
+                    title, composer = corpus.describe(f)[1], labels_of[i]
                     split = SPLITS[split_of[i]] if split_of[i] >= 0 else ""
                     writer.writerow({
                         "path": f.relative_to(root).as_posix(), "composer": composer, "title": title,
@@ -332,7 +343,8 @@ def prepare(
         os.replace(shards, out / SHARDS_DIR)
         (out / "windows.npz").unlink(missing_ok=True)  # an earlier version's arrays
         os.replace(stage / "manifest.csv", out / "manifest.csv")
-        info = {"source": str(source), "root": str(root), "params": asdict(params)}
+        info = {"source": str(source), "root": str(root), "params": asdict(params),
+                "composers": str(composers) if composers is not None else None}
         atomic_write(out / "params.json", json.dumps(info, indent=1).encode())
         atomic_write(out / "content.txt", content.encode())
         atomic_write(out / "key.txt", key.encode())

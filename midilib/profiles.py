@@ -80,6 +80,22 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class LatentConfig:
+    """Latent diffusion (midilib.latent): a DiT over sequences of `windows` consecutive VAE
+    window latents, conditioned on the composer with classifier-free guidance."""
+
+    windows: int = 16  # K: consecutive windows per sequence (16 x 8 = 128 notes, ~30 s)
+    width: int = 256
+    depth: int = 6  # DiT blocks
+    heads: int = 4
+    dropout: float = 0.0
+    timesteps: int = 1000
+    schedule: str = "cosine"  # linear | cosine
+    p_uncond: float = 0.1  # chance a training sequence's composer is replaced by the null token
+    min_pieces: int = 10  # composers with fewer training pieces (files) fold into "other"
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     n_generate: int = 10_000  # windows generated per model
     n_reference: int = 10_000  # reference windows drawn from the test files
@@ -97,6 +113,8 @@ class Profile:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     diffusion_train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    latent_train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +130,9 @@ FULL = Profile(
     diffusion=DiffusionConfig(denoiser="transformer", tf_width=160, tf_layers=4, tf_heads=5),
     diffusion_train=TrainConfig(epochs=100, batch_size=4096),
     eval=EvalConfig(),
+    # 384 wide, 8 blocks of 6 heads over K = 16 tokens of the VAE's 1024 dims: 22.7M parameters (GPU)
+    latent=LatentConfig(width=384, depth=8, heads=6),
+    latent_train=TrainConfig(epochs=100, batch_size=256, lr=1e-3),
 )
 
 DEFAULT = Profile(
@@ -154,6 +175,8 @@ DEFAULT = Profile(
         n_generate=2000, n_reference=2000, n_fad=2000, bootstrap=200,
         ddim_steps=(10, 20, 50, 100, 250, 1000),
     ),
+    latent=LatentConfig(width=128, depth=4, heads=4),
+    latent_train=TrainConfig(epochs=400, batch_size=64, lr=2e-3, max_minutes=4.0),
 )
 
 SMOKE = Profile(
@@ -190,6 +213,8 @@ SMOKE = Profile(
     eval=EvalConfig(
         n_generate=200, n_reference=200, n_fad=16, bootstrap=50, ddim_steps=(5, 10, 20, 100)
     ),
+    latent=LatentConfig(windows=8, width=32, depth=1, heads=2, timesteps=100, p_uncond=0.2, min_pieces=2),
+    latent_train=TrainConfig(epochs=3, batch_size=32, lr=3e-3, max_steps=30),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEFAULT, FULL)}

@@ -25,7 +25,15 @@ from midilib.diffusion.representation import PITCH_CODES
 from midilib.events import write_midi
 from midilib.models.vae import VALUE_HEADS
 from midilib.prepare import data_key, load_windows
-from midilib.profiles import DiffusionConfig, Profile, TrainConfig, VAEConfig, get_profile, override
+from midilib.profiles import (
+    DiffusionConfig,
+    LatentConfig,
+    Profile,
+    TrainConfig,
+    VAEConfig,
+    get_profile,
+    override,
+)
 from midilib.shards import open_split, split_names
 from midilib.train import fit, load_checkpoint, normalized, resolve_device, seed_everything
 
@@ -56,6 +64,10 @@ def build_model(kind: str, model_cfg: dict, data: dict) -> nn.Module:
         return build_diffusion(
             DiffusionConfig(**model_cfg), data["s_max"], data["d_max"], window=data["window"]
         )
+    if kind == "latent":  # data: a latent run's data_params, with latent_dim and the composers (midilib.latent)
+        from midilib.diffusion.latent_model import build_latent_diffusion
+
+        return build_latent_diffusion(LatentConfig(**model_cfg), data["latent_dim"], len(data["composers"]))
     raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
 
 

@@ -1,4 +1,6 @@
-"""Generation: unconditional sampling of windows, and continuation of a piece by inpainting.
+"""Generation: unconditional sampling of windows, continuation of a piece by inpainting, and
+`denoise`, the reverse-process loop for any shape (with optional known entries, RePaint-style),
+which `sample` and latent diffusion (midilib.latent) run.
 
 All randomness comes from one seeded `torch.Generator` on the sampling device,
 so a seed gives the same notes on that device regardless of the global RNG.
@@ -7,6 +9,10 @@ agree, but it cost a host-to-device copy at every one of the 1000 DDPM steps.)
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
@@ -31,20 +37,22 @@ def make_scheduler(
     eta: float = 0.0,
     clip_sample: bool = True,
     use_clipped_model_output: bool = True,
+    clip_range: float = 1.0,
 ) -> Scheduler:
     """A sampler over `model`'s own betas with `steps` steps (None: all T).
 
     DDIM re-derives epsilon from the clipped x0 unless `use_clipped_model_output=False`
     (diffusers' default; see midilib.diffusion.schedulers for the measured difference).
     "dpmsolver" is DPM-Solver++(2M) with diffusers' defaults, x0 clipped as DDIM clips it.
+    The predicted x0 is clipped to [-clip_range, clip_range] (the windows' box: 1).
     """
     if kind == "ddpm":
-        scheduler = DDPMScheduler(model.betas, clip_sample=clip_sample)
+        scheduler = DDPMScheduler(model.betas, clip_sample=clip_sample, clip_range=clip_range)
     elif kind == "ddim":
-        scheduler = DDIMScheduler(model.betas, clip_sample=clip_sample, eta=eta,
+        scheduler = DDIMScheduler(model.betas, clip_sample=clip_sample, eta=eta, clip_range=clip_range,
                                   use_clipped_model_output=use_clipped_model_output)
     elif kind == "dpmsolver":
-        scheduler = DPMSolverScheduler(model.betas, clip_sample=clip_sample)
+        scheduler = DPMSolverScheduler(model.betas, clip_sample=clip_sample, clip_range=clip_range)
     else:
         raise ValueError(f"unknown scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
     scheduler.set_timesteps(steps if steps is not None else model.timesteps)
@@ -97,13 +105,43 @@ def sample(
             b = min(batch_size, n - start)
             shape = (b, model.window, model.codec.channels)
             x = torch.randn(shape, generator=generator, device=device)
-            for t in steps:
-                with autocast:
-                    eps = model(x, torch.full((b,), t, dtype=torch.long, device=device))
-                x = scheduler.step(eps.float(), t, x, generator=generator)
-                bar.update()
+            x = denoise(model, scheduler, x, generator, autocast=autocast, bar=bar)
             out.append(model.codec.decode(x).cpu())
     return torch.cat(out).numpy().astype(np.float32)
+
+
+def denoise(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scheduler: Scheduler,
+    x: torch.Tensor,
+    generator: torch.Generator,
+    known: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+    autocast: AbstractContextManager | None = None,
+    bar: tqdm | None = None,
+) -> torch.Tensor:
+    """The reverse process from x = x_T over `scheduler.timesteps`, for any shape (B, ...):
+    x_prev = scheduler.step(eps_theta(x_t, t), t, x_t). `model(x_t, t)` takes t as a (B,) LongTensor.
+
+    With `known` (x's shape) and `keep` (a bool mask broadcastable to it): RePaint without
+    resampling. Before every denoiser call the kept entries of x_t are replaced by `known`
+    noised to that step's level, x_t = sqrt(ab_t) known + sqrt(1 - ab_t) eps (the scheduler's
+    `add_noise`), so the rest is generated consistently with them; at the end they are set
+    back exactly. Every draw comes from `generator`, so a seed fixes the result.
+    """
+    if (known is None) != (keep is None):
+        raise ValueError("known and keep go together: pass both or neither")
+    b = x.shape[0]
+    for t in scheduler.timesteps.tolist():
+        if known is not None:
+            noise = torch.randn(known.shape, generator=generator, device=known.device, dtype=known.dtype)
+            x = torch.where(keep, scheduler.add_noise(known, noise, t).to(x.dtype), x)
+        with autocast or contextlib.nullcontext():
+            eps = model(x, torch.full((b,), t, dtype=torch.long, device=x.device))
+        x = scheduler.step(eps.float(), t, x, generator=generator)
+        if bar is not None:
+            bar.update()
+    return x if known is None else torch.where(keep, known.to(x.dtype), x)
 
 
 def _inpaint(

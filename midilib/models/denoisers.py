@@ -167,11 +167,15 @@ class TransformerDenoiser(nn.Module):
         nn.init.zeros_(self.final_ada[1].bias)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x_t, self.time_mlp(timestep_embedding(t, self.width)))
+
+    def trunk(self, x_t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The network given its conditioning vector c (B, width): tokens -> blocks -> head.
+        `forward` conditions on t alone; subclasses add to c (midilib.diffusion.latent_model)."""
         L = x_t.shape[1]
         if L > self.pos.shape[1]:
             raise ValueError(f"window of {L} notes exceeds the {self.pos.shape[1]} positions")
         x = self.embed(x_t) + self.pos[:, :L]
-        c = self.time_mlp(timestep_embedding(t, self.width))
         for block in self.blocks:
             x = block(x, c)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)

@@ -1,0 +1,207 @@
+"""Latent diffusion: an epsilon-prediction DDPM over sequences of K VAE window latents.
+
+After Mittal et al. (ISMIR 2021): a trained VAE maps each 8-note window to its posterior
+mean z in R^D; a piece becomes a sequence z_1..z_K of consecutive windows, and this
+model learns p(z_1..z_K | composer). The network sees normalised latents
+x0 = (z - mu) / sigma (per dimension, from the training split: the `mean` and `std`
+buffers, so the checkpoint carries them), trained with the simple DDPM loss
+
+    L = E_{x0, c, t, eps} || eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t, c) ||^2,
+
+where the noising is `midilib.diffusion.schedulers.add_noise` (the one copy of q(x_t | x0)).
+
+Two things keep sampling stable. The first steps estimate
+x0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t), which magnifies any error in eps by
+1 / sqrt(ab_t) (34x at t = 980 of 1000, cosine), and nothing bounds latents as the
+[-1, 1] box bounds windows. So (1) the network predicts a residual over the Gaussian
+denoiser, eps_theta = sqrt(1 - ab_t) x_t + F(x_t, t, c), the first term being E[eps | x_t]
+were x0 ~ N(0, I) (what the normalisation makes of it to second order), F's head
+starting at zero (a skip, as c_skip in EDM, Karras et al. 2022): at high noise it is
+almost all of eps; and (2) the samplers clip the predicted x0 to [-r, r], r the largest
+|x| of the training split (the `clip` buffer). Measured on the default corpus and VAE
+(DDIM-50, 64 sequences): a plain DiT after ~400 steps sampled latents of mean norm 40
+(19 with the clip) against 5.2 for real ones; with both, after ~100 steps, 5.7.
+
+The composer c enters with the timestep: c_vec = MLP(timestep features(t)) + E[c], which
+modulates every DiT block by adaLN-Zero. E has one row per composer of the run's
+vocabulary plus a last, learned null row; in training c is replaced by the null token
+with probability `p_uncond`, so one network gives both eps(x, t, c) and eps(x, t, null).
+Classifier-free guidance (Ho & Salimans 2022) then samples with
+
+    eps_W = eps(x, t, null) + W (eps(x, t, c) - eps(x, t, null)),
+
+W = 0 unconditional, W = 1 conditional, W > 1 more composer-typical (`Guided`).
+
+Training batches carry the composer id as an extra channel (`pack`): the trainer
+(`midilib.train.fit`) takes one array, (N, K, D + 1), and never needs to know.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from midilib import distributed
+from midilib.diffusion.schedulers import add_noise
+from midilib.diffusion.schedules import make_betas
+from midilib.models.denoisers import TransformerDenoiser, timestep_embedding
+from midilib.profiles import LatentConfig
+
+
+class LatentDenoiser(TransformerDenoiser):
+    """DiT over K tokens, token k the (noised, normalised) latent of window k, with a learned
+    position each; conditioned by adaLN-Zero on c_vec = MLP(timestep features) + E[label].
+
+    `classes` labels are composers; label `classes` itself is the null token."""
+
+    def __init__(self, cfg: LatentConfig, latent_dim: int, classes: int) -> None:
+        super().__init__(cfg.width, cfg.depth, cfg.heads, cfg.dropout, window=cfg.windows, channels=latent_dim)
+        self.classes = classes
+        self.label = nn.Embedding(classes + 1, cfg.width)
+        nn.init.normal_(self.label.weight, std=0.02)
+        nn.init.zeros_(self.head.weight)  # the model starts as the Gaussian denoiser (LatentDiffusion)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Predicted noise (B, L, D) for x_t (B, L, D), L <= K, at timesteps t (B,) given labels (B,)."""
+        return self.trunk(x_t, self.time_mlp(timestep_embedding(t, self.width)) + self.label(label))
+
+
+class LatentDiffusion(nn.Module):
+    """Noise schedule + normalisation + `LatentDenoiser`, with the trainer's loss."""
+
+    def __init__(
+        self, denoiser: LatentDenoiser, betas: torch.Tensor, p_uncond: float = 0.1
+    ) -> None:
+        super().__init__()
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        if betas.dim() != 1 or not ((betas > 0) & (betas < 1)).all():
+            raise ValueError("betas must be a 1-D tensor with every value in (0, 1)")
+        if not 0.0 <= p_uncond < 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond}")
+        self.denoiser = denoiser
+        self.p_uncond = float(p_uncond)
+        self.register_buffer("betas", betas.float())
+        self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, 0).float())
+        self.register_buffer("mean", torch.zeros(denoiser.channels))
+        self.register_buffer("std", torch.ones(denoiser.channels))
+        self.register_buffer("clip", torch.tensor(1.0))
+
+    @property
+    def timesteps(self) -> int:
+        return len(self.betas)
+
+    @property
+    def windows(self) -> int:
+        """K, the longest sequence the positions cover."""
+        return self.denoiser.pos.shape[1]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.denoiser.channels
+
+    @property
+    def null(self) -> int:
+        """The label of the null (unconditional) token: the last one."""
+        return self.denoiser.classes
+
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor, clip: float) -> None:
+        """Store the training split's per-dimension mean and std (D,) of the latents, and the
+        largest |x| of its normalised latents: the samplers clip their predicted x0 to that box."""
+        mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        if mean.shape != self.mean.shape or std.shape != self.std.shape or not (std > 0).all():
+            raise ValueError(f"stats must be ({self.latent_dim},) with std > 0")
+        if not 0 < clip < float("inf"):
+            raise ValueError(f"clip must be > 0 and finite, got {clip}")
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+        self.clip.fill_(clip)
+
+    def normalise(self, z: torch.Tensor) -> torch.Tensor:
+        """x = (z - mu) / sigma per dimension: what the network sees."""
+        return (z - self.mean) / self.std
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """z = x sigma + mu: back to the VAE's latent space."""
+        return x * self.std + self.mean
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Predicted noise for normalised x_t (B, L, D) at timesteps t (B,) and labels (B,):
+        eps = sqrt(1 - ab_t) x_t + F(x_t, t, label), the network F learning the residual."""
+        skip = (1.0 - self.alphas_cumprod[t]).sqrt().to(x_t.dtype)[:, None, None]
+        return skip * x_t + self.denoiser(x_t, t, label)
+
+    def drop_labels(self, label: torch.Tensor) -> torch.Tensor:
+        """Each label replaced by the null token with probability p_uncond (batch-split invariant)."""
+        drop = distributed.rand(label.shape, device=label.device) < self.p_uncond
+        return torch.where(drop, torch.full_like(label, self.null), label)
+
+    def loss(
+        self, x0: torch.Tensor, label: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """|| eps - eps_theta(x_t, t, label) ||^2 averaged, x_t = q(x_t | x0) with the given noise."""
+        return F.mse_loss(self(add_noise(self.alphas_cumprod, x0, noise, t), t, label), noise)
+
+    def training_loss(
+        self, batch: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The simple DDPM loss on a packed batch (B, K, D + 1) (`pack`), labels dropped to the
+        null token with probability p_uncond; logs the loss and the share of null labels."""
+        z, label = unpack(batch, self.latent_dim)
+        x0 = self.normalise(z)
+        used = self.drop_labels(label)
+        t = distributed.randint(self.timesteps, (x0.shape[0],), device=x0.device)
+        noise = distributed.randn_like(x0)
+        loss = self.loss(x0, used, t, noise)
+        return loss, {"mse": loss.detach(), "uncond": (used == self.null).float().mean().detach()}
+
+
+def pack(latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N, K, D) latents and (N,) integer labels -> one float array (N, K, D + 1), the label
+    repeated in the last channel of every token (exact in float32 for labels < 2^24)."""
+    labels = torch.as_tensor(labels, dtype=latents.dtype, device=latents.device)
+    return torch.cat((latents, labels[:, None, None].expand(-1, latents.shape[1], 1)), dim=-1)
+
+
+def unpack(batch: torch.Tensor, latent_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of `pack`: (latents (B, K, D), labels (B,) long)."""
+    if batch.dim() != 3 or batch.shape[-1] != latent_dim + 1:
+        raise ValueError(f"expected a packed batch (B, K, {latent_dim + 1}), got {tuple(batch.shape)}")
+    return batch[..., :latent_dim].float(), batch[:, 0, latent_dim].round().long()
+
+
+class Guided(nn.Module):
+    """eps(x_t, t) of a LatentDiffusion for one composer (or none) with guidance weight W, so the
+    samplers' loop (`midilib.diffusion.sampling.denoise`) runs it like any denoiser.
+
+    `label` None: eps(x, t, null). Otherwise one batched call on [x; x] with labels
+    [label; null] gives eps_c and eps_u, and eps = eps_u + W (eps_c - eps_u).
+    """
+
+    def __init__(self, model: LatentDiffusion, label: int | None, guidance: float = 1.0) -> None:
+        super().__init__()
+        if label is not None and not 0 <= label < model.null:
+            raise ValueError(f"label must be in 0..{model.null - 1} (or None), got {label}")
+        if not guidance >= 0:
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        self.model = model
+        self.label = label
+        self.guidance = float(guidance)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        b = x_t.shape[0]
+        null = torch.full((b,), self.model.null, dtype=torch.long, device=x_t.device)
+        if self.label is None:
+            return self.model(x_t, t, null)
+        label = torch.full_like(null, self.label)
+        eps_c, eps_u = self.model(torch.cat((x_t, x_t)), torch.cat((t, t)), torch.cat((label, null))).chunk(2)
+        return eps_u + self.guidance * (eps_c - eps_u)
+
+
+def build_latent_diffusion(cfg: LatentConfig, latent_dim: int, classes: int) -> LatentDiffusion:
+    """A LatentDiffusion sized by `cfg` over D = `latent_dim` with `classes` composer labels."""
+    if cfg.windows < 1 or latent_dim < 1 or classes < 1:
+        raise ValueError(f"need windows, latent_dim and classes >= 1, got {cfg.windows}, {latent_dim}, {classes}")
+    betas = torch.from_numpy(make_betas(cfg.schedule, cfg.timesteps))
+    return LatentDiffusion(LatentDenoiser(cfg, latent_dim, classes), betas, cfg.p_uncond)

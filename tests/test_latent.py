@@ -1,0 +1,259 @@
+"""Latent diffusion over sequences of VAE window latents: data, guidance, sampling, runs, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import scale_notes, write_notes_midi
+
+from midilib import latent
+from midilib.cli import main
+from midilib.diffusion.latent_model import Guided
+from midilib.prepare import PrepareParams, load_manifest, prepare
+from midilib.runs import train_model
+from midilib.shards import open_split
+
+K = 4
+# (composer, pieces, notes per piece): Alpha and Beta keep their label at smoke (min_pieces 2),
+# Gamma's single piece folds into "other"; 150 notes are 18 windows, 4 sequences of 4
+COMPOSERS = [("Alpha, Anna", 5, 150), ("Beta, Bert", 4, 110), ("Gamma, Gus", 1, 200)]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """A synthetic corpus named the GiantMIDI way (composer, title, id), prepared."""
+    source = tmp_path_factory.mktemp("midi")
+    seed = 0
+    for composer, pieces, notes in COMPOSERS:
+        for i in range(pieces):
+            seed += 1
+            write_notes_midi(source / f"{composer}, Piece {i}, id{seed:03d}.mid", scale_notes(notes + 8 * i, seed))
+    out = tmp_path_factory.mktemp("data")
+    prepare(source, out, PrepareParams(test_fraction=0.2, valid_fraction=0.2), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def vae_run(data_dir, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("vae")
+    train_model("vae", data_dir, "smoke", run, max_steps=12, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def latent_run(vae_run, data_dir, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("latent")
+    latent.train_latent(vae_run, data_dir, "smoke", run, windows=K, progress=False)
+    return run
+
+
+def _perturbed(run: Path) -> latent.LatentRun:
+    """The run's model with every weight moved at random, so that the composer matters (the
+    adaLN gates start at zero and a smoke run barely moves them)."""
+    lrun = latent.load_latent(run)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in lrun.model.denoiser.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return lrun
+
+
+def test_sequences_stay_inside_their_piece_and_split(vae_run, data_dir):
+    from midilib.models.vae import encode
+    from midilib.runs import load_model
+
+    seqs = latent.encode_sequences(vae_run, data_dir, K)
+    manifest = load_manifest(data_dir)
+    vae, _ = load_model(vae_run)
+    files_by_split = {}
+    for split, s in seqs.items():
+        owner = np.asarray(open_split(data_dir, f"{split}_file"))
+        counts = pd.Series(owner).value_counts()
+        assert s.latents.shape == (int((counts // K).sum()), K, 16) and len(s.file) == len(s.row) == len(s)
+        for i in range(len(s)):
+            assert (owner[s.row[i]:s.row[i] + K] == s.file[i]).all()  # one piece, consecutive
+            assert manifest[s.file[i]]["split"] == split and s.composer[i] == manifest[s.file[i]]["composer"]
+        windows = np.asarray(open_split(data_dir, split))[s.row[:, None] + np.arange(K)]
+        mu, _ = encode(vae, windows.reshape(-1, 8, 4))
+        np.testing.assert_allclose(s.latents.reshape(-1, 16), mu.numpy(), atol=1e-5)
+        files_by_split[split] = set(s.file.tolist())
+    assert set(files_by_split) == {"train", "valid", "test"}
+    train, valid, test = files_by_split.values()
+    assert not (train & valid or train & test or valid & test)
+    # every piece of train with K windows or more gives floor(n / K) sequences
+    longest = max(int(r["windows"]) for r in manifest if r["split"] == "train")
+    assert len(seqs["train"]) > len(train) and longest >= K
+
+
+def test_the_window_latents_are_cached_and_reused(vae_run, data_dir, monkeypatch):
+    first = latent.encode_sequences(vae_run, data_dir, K)
+    (folder,) = (vae_run / latent.CACHE_DIR).iterdir()
+    key = json.loads((folder / "key.json").read_text())
+    assert key["vae"] == latent.load_vae(vae_run)[2] and key["data_key"] == (data_dir / "content.txt").read_text()
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr("midilib.models.vae.encode", no_encoding)
+    again = latent.encode_sequences(vae_run, data_dir, 2 * K)  # another K: the same window latents
+    assert again["train"].latents.shape[1] == 2 * K
+    np.testing.assert_array_equal(again["train"].latents[0, :K], first["train"].latents[0])
+    (folder / "key.json").unlink()  # an unfinished cache is not used
+    with pytest.raises(AssertionError, match="encoded again"):
+        latent.encode_sequences(vae_run, data_dir, K)
+
+
+def test_rare_and_unseen_composers_fold_into_other():
+    seqs = latent.Sequences(np.zeros((7, K, 2), np.float32), np.array([0, 0, 1, 2, 3, 4, 5]),
+                            np.arange(7), np.array(["A", "A", "A", "B", "B", "C", "other"]))
+    vocab = latent.composer_vocabulary(seqs, min_pieces=2)  # A: files 0, 1; B: 2, 3; C: 4
+    assert vocab == ["A", "B", "other"]
+    assert latent.composer_vocabulary(seqs, min_pieces=3) == ["other"]
+    np.testing.assert_array_equal(latent.composer_labels(np.array(["B", "C", "Z", "A"]), vocab), [1, 2, 2, 0])
+
+
+def test_a_run_records_its_vae_composers_and_train_only_stats(latent_run, vae_run, data_dir):
+    config = json.loads((latent_run / "config.json").read_text())
+    assert config["model"] == "latent" and config["latent"]["windows"] == K
+    assert config["vae_run"] == {"path": str(vae_run.resolve()), "digest": latent.load_vae(vae_run)[2],
+                                 "profile": "smoke"}
+    assert config["data_params"]["composers"] == ["Alpha, Anna", "Beta, Bert", "other"]
+    assert config["data_params"]["latent_dim"] == 16
+    metrics = json.loads((latent_run / "metrics.json").read_text())
+    assert metrics["valid_loss"] > 0 and metrics["valid_loss_uncond"] > 0 and metrics["sequences"]["valid"] > 0
+    lrun = latent.load_latent(latent_run)
+    seqs = latent.encode_sequences(vae_run, data_dir, K)
+    mean, std, clip = latent.normalisation(seqs["train"])
+    np.testing.assert_allclose(lrun.model.mean.numpy(), mean, rtol=1e-6)
+    np.testing.assert_allclose(lrun.model.std.numpy(), std, rtol=1e-6)
+    x = (seqs["train"].latents - mean) / std
+    assert lrun.model.clip.item() == pytest.approx(np.abs(x).max(), rel=1e-5) and clip > 1
+    everything = np.concatenate([s.latents for s in seqs.values()]).reshape(-1, 16)
+    assert not np.allclose(everything.mean(0), mean, atol=1e-4)  # the held-out splits are not in them
+    log = pd.read_csv(latent_run / "log.csv")
+    assert {"loss", "mse", "uncond"} <= set(log.columns) and (log.uncond < 0.6).all()
+
+
+def test_labels_drop_to_the_null_token_at_p_uncond(latent_run):
+    model = latent.load_latent(latent_run).model
+    assert model.p_uncond == 0.2 and model.null == 3
+    torch.manual_seed(0)
+    dropped = model.drop_labels(torch.ones(50_000, dtype=torch.long))
+    assert set(dropped.unique().tolist()) == {1, 3}
+    assert abs((dropped == model.null).float().mean().item() - 0.2) < 0.01
+    batch = torch.cat((torch.zeros(4000, K, 16), torch.ones(4000, K, 1)), dim=-1)  # packed: every label 1
+    _, logs = model.training_loss(batch, 0)
+    assert abs(logs["uncond"].item() - 0.2) < 0.03
+
+
+def test_sampling_without_a_composer_always_uses_the_null_token(latent_run):
+    lrun = latent.load_latent(latent_run)
+    seen: list[torch.Tensor] = []
+    lrun.model.denoiser.register_forward_pre_hook(lambda module, args: seen.append(args[2].clone()))
+    latent.generate_pieces(lrun, 3, steps=4, seed=0)
+    assert len(seen) == 4 and all((y == lrun.model.null).all() and len(y) == 3 for y in seen)
+    seen.clear()
+    latent.generate_pieces(lrun, 3, steps=4, seed=0, composer="Beta, Bert", guidance=2.0)
+    assert all(y.tolist() == [1, 1, 1, 3, 3, 3] for y in seen)  # one batched call: cond then null
+
+
+def test_guidance_zero_is_unconditional_and_one_is_conditional(latent_run):
+    model = _perturbed(latent_run).model.eval()
+    gen = torch.Generator().manual_seed(1)
+    x, t = torch.randn(5, K, 16, generator=gen), torch.tensor([0, 10, 50, 90, 99])
+    with torch.no_grad():
+        cond = model(x, t, torch.full((5,), 0))
+        uncond = model(x, t, torch.full((5,), model.null))
+        assert (cond - uncond).abs().max() > 1e-2  # the composer changes the prediction
+        torch.testing.assert_close(Guided(model, None, 1.0)(x, t), uncond, atol=1e-6, rtol=0)
+        torch.testing.assert_close(Guided(model, 0, 0.0)(x, t), uncond, atol=1e-6, rtol=0)
+        torch.testing.assert_close(Guided(model, 0, 1.0)(x, t), cond, atol=1e-6, rtol=0)
+        torch.testing.assert_close(Guided(model, 0, 3.0)(x, t), uncond + 3 * (cond - uncond), atol=1e-5, rtol=0)
+
+
+def test_generation_is_deterministic_given_the_seed(latent_run):
+    lrun = latent.load_latent(latent_run)
+    a = latent.generate_pieces(lrun, 4, steps=5, seed=7, sampler="ddpm")
+    assert a.shape == (4, K * 8, 4) and a.dtype == np.float32
+    assert np.all(a[..., 0] == np.round(a[..., 0])) and 0 <= a[..., 2].min() and a[..., 2].max() <= 2
+    np.testing.assert_array_equal(a, latent.generate_pieces(lrun, 4, steps=5, seed=7, sampler="ddpm"))
+    z1 = latent.sample_latents(lrun, 4, steps=5, seed=7, sampler="ddpm")
+    z2 = latent.sample_latents(lrun, 4, steps=5, seed=8, sampler="ddpm")
+    assert z1.shape == (4, K, 16) and not np.allclose(z1, z2)
+    z3 = latent.sample_latents(lrun, 4, steps=5, seed=7, sampler="dpmsolver")
+    assert np.isfinite(z3).all() and not np.allclose(z1, z3)
+
+
+def test_infill_regenerates_the_middle_and_keeps_the_context(latent_run, vae_run, data_dir):
+    lrun = _perturbed(latent_run)
+    real = latent.encode_sequences(vae_run, data_dir, K)["test"].latents[:2]
+    pieces, z = latent.infill(lrun, real, 1, 3, steps=5, seed=0)
+    assert pieces.shape == (2, K * 8, 4) and z.shape == real.shape
+    np.testing.assert_array_equal(z[:, [0, 3]], real[:, [0, 3]])
+    assert np.abs(z[:, 1:3] - real[:, 1:3]).max() > 1e-3
+    with pytest.raises(ValueError, match="start < stop"):
+        latent.infill(lrun, real, 3, 3)
+
+
+def test_train_and_generate_latent_through_the_cli(vae_run, data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "latent", "--vae", str(vae_run), "--data", str(data_dir), "--profile", "smoke",
+            "--out", str(run), "--windows", str(K), "--max-steps", "100", "--quiet"]
+    assert main([*args, "--epochs", "2"]) == 0
+    assert "training sequences" in capsys.readouterr().out
+    assert main([*args, "--epochs", "3", "--resume"]) == 0
+    assert list(pd.read_csv(run / "log.csv").epoch) == [0, 1, 2]
+    out = tmp_path / "gen"
+    gen = ["generate", "latent", "--run", str(run), "-n", "3", "--steps", "5", "--quiet"]
+    assert main([*gen, "--out", str(out), "--composer", "Alpha, Anna", "--guidance", "2"]) == 0
+    with np.load(out / "samples.npz") as f:
+        samples, latents = f["samples"], f["latents"]
+    assert samples.shape == (3, K * 8, 4) and latents.shape == (3, K, 16)
+    assert sorted(p.name for p in out.glob("*.mid")) == ["piece_0000.mid", "piece_0001.mid", "piece_0002.mid"]
+    assert main([*gen, "--out", str(tmp_path / "again"), "--composer", "Alpha, Anna", "--guidance", "2"]) == 0
+    with np.load(tmp_path / "again" / "samples.npz") as f:
+        np.testing.assert_array_equal(f["samples"], samples)
+    assert main([*gen, "--out", str(tmp_path / "uncond")]) == 0
+    with np.load(tmp_path / "uncond" / "samples.npz") as f:
+        assert not np.array_equal(f["latents"], latents)
+
+
+def test_a_finished_identical_latent_run_is_reused(latent_run, vae_run, data_dir):
+    stamp = (latent_run / "checkpoint.pt").stat().st_mtime_ns
+    first = json.loads((latent_run / "metrics.json").read_text())
+    assert latent.train_latent(vae_run, data_dir, "smoke", latent_run, windows=K, progress=False) == first
+    assert (latent_run / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+def test_bad_latent_inputs_are_one_line_errors(latent_run, vae_run, data_dir, tmp_path, capsys):
+    ddpm = tmp_path / "ddpm"
+    train_model("ddpm", data_dir, "smoke", ddpm, max_steps=1, progress=False)
+    longest = max(int(r["windows"]) for r in load_manifest(data_dir) if r["split"] == "train")
+    train = ["train", "latent", "--data", str(data_dir), "--profile", "smoke", "--out", str(tmp_path / "r")]
+    gen = ["generate", "latent", "--run", str(latent_run), "-n", "2", "--steps", "2", "--out", str(tmp_path / "g")]
+    cases = [
+        ([*gen, "--composer", "Mozart"], "--composer 'Mozart': not a composer of"),
+        ([*gen, "--composer", "Mozart"], "known: Alpha, Anna; Beta, Bert; other"),
+        ([*train, "--vae", str(vae_run), "--windows", "1000"], f"the longest has {longest} windows"),
+        ([*train, "--vae", str(ddpm)], "a ddpm run, not a VAE run"),
+        ([*train, "--vae", str(tmp_path / "nowhere")], "no checkpoint.pt"),
+        (train, "needs --vae"),
+        ([*gen, "--composer", "Alpha, Anna", "--guidance", "-1"], "--guidance must be >= 0"),
+        ([*gen, "--guidance", "2"], "--guidance needs --composer"),
+        (["generate", "latent", "--run", str(vae_run), "-n", "2", "--out", str(tmp_path / "g")], "not a latent run"),
+        (["generate", "ddim", "--run", str(ddpm), "-n", "2", "--out", str(tmp_path / "g"), "--composer", "x"],
+         "--composer is a latent setting"),
+        (["train", "vae", "--data", str(data_dir), "--out", str(tmp_path / "v"), "--vae", str(vae_run)],
+         "--vae is a latent setting"),
+        ([*gen, "--sampler", "ddpm", "--eta", "0.5"], "--eta is a DDIM setting"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, (argv, err)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "g").exists()
