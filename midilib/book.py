@@ -138,10 +138,30 @@ def _clean_parameters(nb) -> None:
             cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
 
 
+READING = "**Reading.**"  # how the notebooks' readings start (a Markdown output formatted from the numbers)
+
+
+def tag_readings(nb) -> int:
+    """Tag the code cells whose output is a reading ("reading"): the book shows their text, not the
+    f-string that formats it (the notebook and executed/ keep the code). A cell that also checks
+    something (`assert`: the implement-and-check cells) keeps its code. Returns how many."""
+    tagged = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "assert " not in cell.source and any(
+            "".join(o.get("data", {}).get("text/markdown", "")).startswith(READING) for o in cell.get("outputs", [])
+        ):
+            tags = cell.metadata.setdefault("tags", [])
+            if "reading" not in tags:
+                tags.append("reading")
+            tagged += 1
+    return tagged
+
+
 def build_pages(src: Path, out: Path, names: tuple[str, ...] = NOTEBOOKS) -> list[Page]:
     """Convert the executed notebooks in `src` to out/NN.html with navigation and local MathJax."""
     import nbformat
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
 
     missing = [n for n in names if not (src / f"{n}.ipynb").exists()]
     if missing:
@@ -153,9 +173,11 @@ def build_pages(src: Path, out: Path, names: tuple[str, ...] = NOTEBOOKS) -> lis
     exporter = HTMLExporter(template_file=str(template), mathjax_url=MATHJAX, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     exporter.template_paths.append(str(out))
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags=("reading",)), enabled=True)
     for page in pages:
         nb = notebooks[page.name]
         _clean_parameters(nb)
+        tag_readings(nb)
         resources = {"book_nav": _nav(pages, page.name), "book_css": CSS,
                      "metadata": {"name": page.title}}
         body, _ = exporter.from_notebook_node(nb, resources=resources)
@@ -178,7 +200,9 @@ def build_index(out: Path, pages: list[Page], about: str) -> None:
     )
     body = (
         "<h1>midilib: generative modelling of piano music, measured</h1>"
-        "<p>The executed notebooks of the workbook, with their figures, tables, equations and audio. "
+        "<p>The executed notebooks of the workbook, with their figures, tables, equations and audio. Each "
+        "<b>Reading</b> is computed from the numbers above it; the book hides the code that formats it, the "
+        "notebooks show it. "
         f"{html.escape(about)}</p><ol>{items}</ol>"
         '<p><a href="quiz.html">Can you tell?</a> Pairs of clips, one real and one generated: '
         "guess which is real.</p>"
@@ -387,6 +411,9 @@ def build_book(profile: str = "default", source: str = "default", out: Path = BO
     about = f"Profile {profile}, corpus {source}" + (f"; executed on {machine}." if machine else ".")
     build_index(out, pages, about)
     n_pairs = build_quiz(out, pages, figures_dir(profile, source) / QUIZ_FILE)
+    for path in out.rglob("*"):  # atomic writes leave 0600: a static server running as another user reads 0644
+        if path.is_file():
+            path.chmod(0o644)
     written = {"pages": len(pages), "pairs": n_pairs, "out": str(out)}
     if executed is not None:
         written["executed_bytes"] = write_executed(src, Path(executed))

@@ -82,10 +82,10 @@ class Workbook:
         return ROOT / "runs" / self.profile.name / source_name(self.source) / model
 
     # --------------------------------------------------------------- outputs
-    def savefig(self, fig: Any, name: str) -> Path:
-        path = self.figures / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        return path
+    def savefig(self, fig: Any, name: str) -> None:
+        """Save `fig` as FIGURES/name.png (nothing is returned, so a cell ending with it shows the
+        figure and not the path)."""
+        fig.savefig(self.figures / f"{name}.png", dpi=110, bbox_inches="tight")
 
     def record(self, **values: Any) -> dict:
         """Store key results of this notebook (tests read them back)."""

@@ -98,6 +98,11 @@ def smoke_book(tmp_path_factory) -> Path:
     pytest.importorskip("playwright", reason="playwright (pip) missing: make setup installs it")
     from midilib.workbook import run_notebooks
 
+    try:
+        book.find_mathjax()
+    except FileNotFoundError as exc:  # no npm and no MathJax folder
+        pytest.skip(str(exc))
+
     executed = tmp_path_factory.mktemp("executed")
     run_notebooks("smoke", "default", out_dir=executed)
     out = tmp_path_factory.mktemp("book")
@@ -191,6 +196,11 @@ def test_book_page_loads_offline_with_figures_audio_and_equations(browser, serve
             assert math["sources"] >= 3, f"{name}: equations missing ({math})"
         if name in ("03_vae", "05_ddim", "06_evaluation"):
             assert durations, f"{name}: no audio player"
+        if name != "index":  # readings show their text, not the f-string that formats it
+            readings = page.evaluate("Array.from(document.querySelectorAll('.jp-RenderedMarkdown p'))"
+                                     ".filter(p => p.innerText.startsWith('Reading.')).length")
+            assert readings >= 1, f"{name}: no reading"
+            assert "display(Markdown(" not in page.inner_text("body"), f"{name}: a reading's code is shown"
         links = page.evaluate("Array.from(document.querySelectorAll('nav.book a')).map(a => a.getAttribute('href'))")
         assert "quiz.html" in links and "index.html" in links
         SCREENS.mkdir(parents=True, exist_ok=True)
