@@ -49,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.model == "latent":
         return _train_latent(args)
-    for name, value in (("--vae", args.vae), ("--windows", args.windows)):
+    for name, value in (("--vae", args.vae), ("--windows", args.windows), ("--min-pieces", args.min_pieces)):
         if value is not None:
             raise CliError(f"{name} is a latent setting, not one of {args.model!r}")
     result = train_model(
@@ -86,7 +86,7 @@ def _train_latent(args: argparse.Namespace) -> int:
         args.vae, args.data, args.profile, args.out, windows=args.windows, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, max_minutes=args.max_minutes,
         precision=args.precision, schedule=args.schedule, device=args.device, seed=args.seed,
-        resume=args.resume, reuse=False, progress=not args.quiet,
+        resume=args.resume, reuse=False, progress=not args.quiet, min_pieces=args.min_pieces,
     )
     if not world().main:
         return 0
@@ -396,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae", default=None, metavar="VAE_RUN", help="latent only: the trained VAE run to encode with")
     p.add_argument("--windows", type=int, default=None, metavar="K",
                    help="latent only: consecutive windows per sequence (default: the profile's, 16)")
+    p.add_argument("--min-pieces", type=int, default=None, metavar="N",
+                   help="latent only: training pieces a composer needs to be a class of its own; fewer fold "
+                        "into 'other' (default: the profile's: 10 at default, 2 at smoke)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("generate", help="generate windows with a trained run")

@@ -228,15 +228,15 @@ def normalisation(train: Sequences) -> tuple[np.ndarray, np.ndarray, float]:
 def resolve_latent_config(
     profile: str, windows: int | None = None, schedule: str | None = None, epochs: int | None = None,
     max_steps: int | None = None, batch_size: int | None = None, max_minutes: float | None = None,
-    precision: str | None = None,
+    precision: str | None = None, min_pieces: int | None = None,
 ) -> tuple[LatentConfig, TrainConfig]:
     """The profile's LatentConfig and TrainConfig with the options given, checked."""
     prof = get_profile(profile)
     for name, value in (("--windows", windows), ("--epochs", epochs), ("--max-steps", max_steps),
-                        ("--batch-size", batch_size)):
+                        ("--batch-size", batch_size), ("--min-pieces", min_pieces)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    cfg = override(prof.latent, windows=windows, schedule=schedule)
+    cfg = override(prof.latent, windows=windows, schedule=schedule, min_pieces=min_pieces)
     if cfg.schedule not in ("linear", "cosine"):
         raise ValueError(f"--schedule must be linear or cosine, got {cfg.schedule!r}")
     train = override(prof.latent_train, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
@@ -249,10 +249,13 @@ def train_latent(
     epochs: int | None = None, max_steps: int | None = None, batch_size: int | None = None,
     max_minutes: float | None = None, precision: str | None = None, schedule: str | None = None,
     device: str = "auto", seed: int = 0, resume: bool = False, reuse: bool = True, progress: bool = True,
+    min_pieces: int | None = None,
 ) -> dict:
     """Train latent diffusion on the VAE latents of DIR's train split into RUN; returns metrics.json's
     content (final training row; with a valid split, the valid loss with and without composers).
 
+    `min_pieces`: the training pieces a composer needs to be a class of its own (default: the
+    profile's `latent.min_pieces`; a small corpus needs fewer to have two composers or more).
     A finished run with the same config (VAE digest, data key, K, vocabulary, sizes) is reused.
     """
     from midilib import distributed
@@ -260,7 +263,7 @@ def train_latent(
     from midilib.train import fit, normalized, resolve_device, seed_everything
 
     cfg, train_cfg = resolve_latent_config(profile, windows, schedule, epochs, max_steps, batch_size,
-                                           max_minutes, precision)
+                                           max_minutes, precision, min_pieces)
     vae_run, data_dir, out = Path(vae_run), Path(data_dir), Path(out)
     loaded = load_vae(vae_run, device)  # encodes on the training device
     _, vae_config, digest = loaded

@@ -25,7 +25,7 @@ from midilib.atomic import atomic_write
 from midilib.profiles import Profile, get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ("01_eda", "02_tokenization", "03_vae", "04_ddpm", "05_ddim", "06_evaluation")
+NOTEBOOKS = ("01_eda", "02_tokenization", "03_vae", "04_ddpm", "05_ddim", "06_evaluation", "07_latent_diffusion")
 
 
 def figures_dir(profile: str, source: str = "default") -> Path:

@@ -23,7 +23,7 @@ from midilib import book
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENS = REPO / "build" / "book-screens"
-MATH_PAGES = ("03_vae", "04_ddpm", "05_ddim", "06_evaluation")  # pages with LaTeX
+MATH_PAGES = ("03_vae", "04_ddpm", "05_ddim", "06_evaluation", "07_latent_diffusion")  # pages with LaTeX
 
 
 # ---------------------------------------------------------------- no browser needed
@@ -194,7 +194,7 @@ def test_book_page_loads_offline_with_figures_audio_and_equations(browser, serve
             assert math["errors"] == 0 and math["rendered"] >= math["sources"], math
         if name in MATH_PAGES:
             assert math["sources"] >= 3, f"{name}: equations missing ({math})"
-        if name in ("03_vae", "05_ddim", "06_evaluation"):
+        if name in ("03_vae", "05_ddim", "06_evaluation", "07_latent_diffusion"):
             assert durations, f"{name}: no audio player"
         if name != "index":  # readings show their text, not the f-string that formats it
             readings = page.evaluate("Array.from(document.querySelectorAll('.jp-RenderedMarkdown p'))"

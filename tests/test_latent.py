@@ -230,6 +230,22 @@ def test_a_finished_identical_latent_run_is_reused(latent_run, vae_run, data_dir
     assert (latent_run / "checkpoint.pt").stat().st_mtime_ns == stamp
 
 
+def test_min_pieces_overrides_the_profiles(vae_run, data_dir, tmp_path):
+    seqs = latent.encode_sequences(vae_run, data_dir, K)
+    files = {c: len(set(seqs["train"].file[seqs["train"].composer == c].tolist())) for c in ("Alpha, Anna", "Beta, Bert")}
+    need = max(files.values())  # only the composer(s) with the most training pieces keep their label
+    run = tmp_path / "run"
+    assert main(["train", "latent", "--vae", str(vae_run), "--data", str(data_dir), "--profile", "smoke",
+                 "--out", str(run), "--windows", str(K), "--max-steps", "1", "--min-pieces", str(need), "--quiet"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["latent"]["min_pieces"] == need
+    assert config["data_params"]["composers"] == [c for c in sorted(files) if files[c] >= need] + ["other"]
+    result = latent.train_latent(vae_run, data_dir, "smoke", tmp_path / "api", windows=K, max_steps=1,
+                                 min_pieces=100, progress=False)
+    assert result["final"]["step"] == 1
+    assert json.loads((tmp_path / "api" / "config.json").read_text())["data_params"]["composers"] == ["other"]
+
+
 def test_bad_latent_inputs_are_one_line_errors(latent_run, vae_run, data_dir, tmp_path, capsys):
     ddpm = tmp_path / "ddpm"
     train_model("ddpm", data_dir, "smoke", ddpm, max_steps=1, progress=False)
@@ -250,6 +266,9 @@ def test_bad_latent_inputs_are_one_line_errors(latent_run, vae_run, data_dir, tm
          "--composer is a latent setting"),
         (["train", "vae", "--data", str(data_dir), "--out", str(tmp_path / "v"), "--vae", str(vae_run)],
          "--vae is a latent setting"),
+        (["train", "ddpm", "--data", str(data_dir), "--out", str(tmp_path / "v"), "--min-pieces", "3"],
+         "--min-pieces is a latent setting"),
+        ([*train, "--vae", str(vae_run), "--min-pieces", "0"], "--min-pieces must be >= 1"),
         ([*gen, "--sampler", "ddpm", "--eta", "0.5"], "--eta is a DDIM setting"),
     ]
     for argv, needle in cases:

@@ -129,3 +129,33 @@ def test_evaluation_records(executed):
         assert r["fad"][floor] < r["fad"][uniform]
         assert set(r["fad_inf_basic_pitch"]) == set(r["rows"])  # the second embedder fills every row
     assert (executed / "results.csv").exists() and (executed / "results.md").exists()
+
+
+def test_latent_diffusion_records(executed):
+    if not (executed / "records" / "07_latent_diffusion.json").exists():
+        pytest.skip("07_latent_diffusion did not run here (not in midilib.workbook.NOTEBOOKS)")
+    from midilib import long_pieces as LP
+
+    r = records(executed, "07_latent_diffusion")
+    assert (r["K"], r["latent_dim"], r["parameters"]) == (8, 16, 24_560)
+    assert r["sequences"] == {"train": 70, "valid": 17, "test": 20}
+    # one composer with 3 training pieces: the notebook says so and skips the guidance sweep
+    assert r["composers"] == ["Bach, Johann Sebastian", "other"] and r["guidance_accuracy"] is None
+    # the by-hand cells: normalisation, loss and guidance equal midilib's
+    assert r["normalisation_error"] < 1e-4 and r["loss_error"] < 1e-5 and r["guidance_error"] < 1e-4
+    # it learns: below the Gaussian denoiser it starts as (smoke: 0.443 against 0.491); a broken model scores ~1
+    assert r["valid_loss"] < r["gaussian_denoiser_loss"] < 0.6
+    assert r["sets"] == [LP.REAL, LP.TRAIN, LP.ROUND_TRIP, LP.SHUFFLED, LP.PRIOR, LP.WALK, LP.SLERP,
+                         LP.CONTINUATION, LP.LATENT, LP.guided_name(2.0)]
+    # the real pieces against themselves score 1 with an interval; shuffled windows fall below it
+    # (pitch consistency, whole-piece key) and their clips are far from real ones (smoke: 11.7 against 0.25)
+    for metric in ("pitch_consistency", "pitch_variance", "duration_consistency", "duration_variance"):
+        assert r[metric][LP.REAL] == 1 and r[f"{metric}_lo"][LP.REAL] < 1
+    for metric in ("pitch_consistency", "scale_consistency"):
+        assert r[metric][LP.SHUFFLED] < r[f"{metric}_lo"][LP.REAL]
+    assert r["fd_clips"][LP.TRAIN] < 0.2 * r["fd_clips"][LP.SHUFFLED]
+    assert all(r["seconds"][name] > 0 for name in r["sets"][2:] if name != LP.SHUFFLED)
+    assert r["continuation_context_kept"] and r["infill_context_kept"] and r["infill_windows"] == [2, 6]
+    assert 0.5 < r["frame_seconds_median"] < 8
+    for name in ("07_training", "07_piece", "07_long_pieces", "07_infill"):
+        assert (executed / f"{name}.png").stat().st_size > 10_000

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from midilib.diffusion.model import build_diffusion
-from midilib.diffusion.sampling import continue_piece, make_scheduler, sample
+from midilib.diffusion.sampling import continue_piece, continue_pieces, make_scheduler, sample
 from midilib.events import events_to_midi
 from midilib.profiles import DiffusionConfig
 
@@ -77,6 +77,25 @@ def test_continue_piece_keeps_context_and_is_playable(model) -> None:
     again = continue_piece(model, sched, context, n_windows=3, n_known=4, seed=1)
     np.testing.assert_array_equal(out, again)
     assert len(events_to_midi(out).instruments[0].notes) == len(out)
+
+
+def test_continue_pieces_batches_contexts_and_one_context_is_continue_piece(model) -> None:
+    rng = np.random.default_rng(1)
+    contexts = np.stack(
+        [rng.integers(40, 80, (3, 8)), rng.random((3, 8)), rng.random((3, 8)) * 0.3, rng.random((3, 8))], -1
+    ).astype(np.float32)
+    sched = make_scheduler(model, "ddim", 5, eta=0.5)
+    out = continue_pieces(model, sched, contexts, n_windows=2, n_known=4, seed=2, batch_size=2)
+    assert out.shape == (3, 8 + 2 * 4, 4)
+    np.testing.assert_array_equal(out[:, :8], contexts)
+    check_events(out[:, 8:])
+    np.testing.assert_array_equal(out, continue_pieces(model, sched, contexts, 2, 4, seed=2, batch_size=2))
+    assert not np.array_equal(out[0, 8:], out[1, 8:])  # each piece has its own noise
+    for i in range(3):  # one context at a time: continue_piece's notes, bit for bit
+        one = continue_pieces(model, sched, contexts[i:i + 1], 2, 4, seed=2)[0]
+        np.testing.assert_array_equal(one, continue_piece(model, sched, contexts[i], 2, 4, seed=2))
+    with pytest.raises(ValueError, match="\\(B >= 1, k, 4\\)"):
+        continue_pieces(model, sched, contexts[0], 1)
 
 
 def test_inpainting_pins_the_known_notes(model) -> None:

@@ -2,7 +2,7 @@
 
 from midilib.diffusion.model import DiffusionModel, build_diffusion
 from midilib.diffusion.representation import DEFAULT_TAU, DiffusionCodec
-from midilib.diffusion.sampling import continue_piece, make_scheduler, sample
+from midilib.diffusion.sampling import continue_piece, continue_pieces, make_scheduler, sample
 from midilib.diffusion.schedulers import DDIMScheduler, DDPMScheduler, DPMSolverScheduler
 from midilib.diffusion.schedules import alphas_cumprod, cosine_betas, linear_betas, make_betas, snr
 
@@ -16,6 +16,7 @@ __all__ = [
     "alphas_cumprod",
     "build_diffusion",
     "continue_piece",
+    "continue_pieces",
     "cosine_betas",
     "linear_betas",
     "make_betas",

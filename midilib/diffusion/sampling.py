@@ -150,21 +150,23 @@ def _inpaint(
     known: torch.Tensor,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """One window whose first notes are `known` (k, channels, diffusion space): RePaint without resampling.
+    """Windows whose first notes are `known` (B, k, channels, diffusion space): RePaint without
+    resampling -> (B, window, channels).
 
     Before every denoiser call the known part of x_t is replaced by the known
     notes noised to that step's level, so the unknown part is generated
     consistently with them; at the end the known part is set back exactly.
     """
-    k, device, channels = len(known), known.device, model.codec.channels
-    x = torch.randn(1, model.window, channels, generator=generator, device=device)
+    b, k, channels = known.shape
+    device = known.device
+    x = torch.randn(b, model.window, channels, generator=generator, device=device)
     for t in scheduler.timesteps.tolist():
-        noise = torch.randn(1, k, channels, generator=generator, device=device)
-        x[:, :k] = scheduler.add_noise(known[None], noise, t)
-        eps = model(x, torch.full((1,), t, dtype=torch.long, device=device))
+        noise = torch.randn(b, k, channels, generator=generator, device=device)
+        x[:, :k] = scheduler.add_noise(known, noise, t)
+        eps = model(x, torch.full((b,), t, dtype=torch.long, device=device))
         x = scheduler.step(eps, t, x, generator=generator)
     x[:, :k] = known
-    return x[0]
+    return x
 
 
 @torch.inference_mode()
@@ -183,27 +185,53 @@ def continue_piece(
     The result starts with `context_events` unchanged; each new window is
     conditioned on the last `n_known` notes so far (real ones first, then
     generated ones) and contributes its other notes. Playable with
-    `midilib.events.write_midi`.
+    `midilib.events.write_midi`. (`continue_pieces` of this one context.)
     """
     context = np.asarray(context_events, dtype=np.float32)
     if context.ndim != 2 or context.shape[1] != 4:
         raise ValueError(f"context_events must be an array (k, 4), got shape {context.shape}")
+    return continue_pieces(model, scheduler, context[None], n_windows, n_known, seed, device, progress)[0]
+
+
+@torch.inference_mode()
+def continue_pieces(
+    model: DiffusionModel,
+    scheduler: Scheduler,
+    contexts: np.ndarray,
+    n_windows: int,
+    n_known: int = 4,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """`continue_piece` for B contexts at once, (B, k, 4) -> (B, k + n_windows * (window - n_known), 4):
+    every denoiser call takes a window of each piece of a batch of `batch_size`. Deterministic
+    given `seed` and `batch_size`; one context gives `continue_piece`'s notes exactly."""
+    contexts = np.asarray(contexts, dtype=np.float32)
+    if contexts.ndim != 3 or contexts.shape[2] != 4 or len(contexts) == 0:
+        raise ValueError(f"contexts must be an array (B >= 1, k, 4), got shape {contexts.shape}")
     if not 1 <= n_known < model.window:
         raise ValueError(f"n_known must lie in 1..{model.window - 1}, got {n_known}")
-    if len(context) < n_known:
-        raise ValueError(f"need at least n_known={n_known} context notes, got {len(context)}")
-    if n_windows < 1:
-        raise ValueError(f"n_windows must be >= 1, got {n_windows}")
+    if contexts.shape[1] < n_known:
+        raise ValueError(f"need at least n_known={n_known} context notes, got {contexts.shape[1]}")
+    if n_windows < 1 or batch_size < 1:
+        raise ValueError(f"n_windows and batch_size must be >= 1, got {n_windows} and {batch_size}")
     _check(model, scheduler)
     device = _device(model, device)
     model.to(device)
     generator = torch.Generator(device).manual_seed(seed)
-    events = [context]
-    with eval_mode(model):
-        for _ in tqdm(range(n_windows), disable=not progress, desc="continuing"):
-            # Condition on the notes exactly as they stand in the output (pitch rounded).
-            last = np.concatenate(events)[-n_known:]
-            known = model.codec.encode(torch.from_numpy(last)).to(device)
-            x = _inpaint(model, scheduler, known, generator)
-            events.append(model.codec.decode(x[n_known:]).cpu().numpy())
-    return np.concatenate(events).astype(np.float32)
+    out = []
+    with eval_mode(model), tqdm(total=n_windows * -(-len(contexts) // batch_size), disable=not progress,
+                                desc="continuing") as bar:
+        for start in range(0, len(contexts), batch_size):
+            events = [contexts[start:start + batch_size]]
+            for _ in range(n_windows):
+                # Condition on the notes exactly as they stand in the output (pitch rounded).
+                last = np.concatenate(events, axis=1)[:, -n_known:]
+                known = model.codec.encode(torch.from_numpy(last)).to(device)
+                x = _inpaint(model, scheduler, known, generator)
+                events.append(model.codec.decode(x[:, n_known:]).cpu().numpy())
+                bar.update()
+            out.append(np.concatenate(events, axis=1))
+    return np.concatenate(out).astype(np.float32)
