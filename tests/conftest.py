@@ -92,3 +92,33 @@ def random_windows(n: int, seed: int = 0, window: int = 8) -> np.ndarray:
     w[..., 2] = rng.exponential(0.2, (n, window)).clip(0, 2)
     w[..., 3] = rng.exponential(0.4, (n, window)).clip(0, 2)
     return w
+
+
+# (composer, pieces, notes per piece): Alpha and Beta keep their label at smoke (min_pieces 2),
+# Gamma's single piece folds into "other"; 150 notes are 18 windows, 4 sequences of 4
+COMPOSERS = [("Alpha, Anna", 5, 150), ("Beta, Bert", 4, 110), ("Gamma, Gus", 1, 200)]
+
+
+def write_composer_corpus(folder: Path) -> Path:
+    """A synthetic corpus of COMPOSERS' pieces named the GiantMIDI way (composer, title, id)."""
+    seed = 0
+    for composer, pieces, notes in COMPOSERS:
+        for i in range(pieces):
+            seed += 1
+            write_notes_midi(folder / f"{composer}, Piece {i}, id{seed:03d}.mid", scale_notes(notes + 8 * i, seed))
+    return folder
+
+
+def perturbed_latent_run(run: Path):
+    """A latent run's model with every weight moved at random, so that the composer matters (the
+    adaLN gates start at zero and a smoke run barely moves them)."""
+    import torch
+
+    from midilib import latent
+
+    loaded = latent.load_latent(run)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in loaded.model.denoiser.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return loaded

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import scale_notes, write_notes_midi
+from conftest import perturbed_latent_run, write_composer_corpus
 
 from midilib import latent
 from midilib.cli import main
@@ -19,20 +19,12 @@ from midilib.runs import train_model
 from midilib.shards import open_split
 
 K = 4
-# (composer, pieces, notes per piece): Alpha and Beta keep their label at smoke (min_pieces 2),
-# Gamma's single piece folds into "other"; 150 notes are 18 windows, 4 sequences of 4
-COMPOSERS = [("Alpha, Anna", 5, 150), ("Beta, Bert", 4, 110), ("Gamma, Gus", 1, 200)]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """A synthetic corpus named the GiantMIDI way (composer, title, id), prepared."""
-    source = tmp_path_factory.mktemp("midi")
-    seed = 0
-    for composer, pieces, notes in COMPOSERS:
-        for i in range(pieces):
-            seed += 1
-            write_notes_midi(source / f"{composer}, Piece {i}, id{seed:03d}.mid", scale_notes(notes + 8 * i, seed))
+    source = write_composer_corpus(tmp_path_factory.mktemp("midi"))
     out = tmp_path_factory.mktemp("data")
     prepare(source, out, PrepareParams(test_fraction=0.2, valid_fraction=0.2), progress=False)
     return out
@@ -53,14 +45,7 @@ def latent_run(vae_run, data_dir, tmp_path_factory) -> Path:
 
 
 def _perturbed(run: Path) -> latent.LatentRun:
-    """The run's model with every weight moved at random, so that the composer matters (the
-    adaLN gates start at zero and a smoke run barely moves them)."""
-    lrun = latent.load_latent(run)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in lrun.model.denoiser.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen))
-    return lrun
+    return perturbed_latent_run(run)
 
 
 def test_sequences_stay_inside_their_piece_and_split(vae_run, data_dir):

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import scale_notes, write_notes_midi
+from conftest import perturbed_latent_run, write_composer_corpus
 
 from midilib import latent
 from midilib import long_pieces as LP
@@ -18,18 +17,12 @@ from midilib.prepare import PrepareParams, prepare
 from midilib.runs import load_model, train_model
 
 K = 4
-COMPOSERS = [("Alpha, Anna", 5, 150), ("Beta, Bert", 4, 110), ("Gamma, Gus", 1, 200)]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A synthetic corpus named the GiantMIDI way (as tests/test_latent.py's), prepared."""
-    source = tmp_path_factory.mktemp("midi")
-    seed = 0
-    for composer, pieces, notes in COMPOSERS:
-        for i in range(pieces):
-            seed += 1
-            write_notes_midi(source / f"{composer}, Piece {i}, id{seed:03d}.mid", scale_notes(notes + 8 * i, seed))
+    source = write_composer_corpus(tmp_path_factory.mktemp("midi"))
     return prepare(source, tmp_path_factory.mktemp("data"), PrepareParams(test_fraction=0.2, valid_fraction=0.2),
                    progress=False)
 
@@ -51,12 +44,7 @@ def lrun(vae_run, data, tmp_path_factory) -> latent.LatentRun:
     """A smoke latent run, every weight then moved at random so that the composer matters."""
     run = tmp_path_factory.mktemp("latent")
     latent.train_latent(vae_run, data.out, "smoke", run, windows=K, progress=False)
-    loaded = latent.load_latent(run)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in loaded.model.denoiser.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen))
-    return loaded
+    return perturbed_latent_run(run)
 
 
 @pytest.fixture(scope="module")
