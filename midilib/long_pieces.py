@@ -153,13 +153,9 @@ def walk_latents(latent: int, n: int, k: int, scale: float = 0.5, seed: int = 0)
     `models.vae.latent_walk(model, k, scale, seed + i)` draws."""
     if n < 1 or k < 1 or scale < 0:
         raise ValueError(f"need n, k >= 1 and scale >= 0, got {n}, {k}, {scale}")
-    out = np.empty((n, k, latent), np.float32)
-    for i in range(n):
-        gen = torch.Generator().manual_seed(seed + i)
-        z0 = torch.randn(latent, generator=gen)
-        steps = torch.randn(k - 1, latent, generator=gen) * scale
-        out[i] = torch.cat((z0[None], z0[None] + steps.cumsum(0))).numpy()
-    return out
+    from midilib.models.vae import walk
+
+    return np.stack([walk(latent, k, scale, torch.Generator().manual_seed(seed + i)).numpy() for i in range(n)])
 
 
 def walk_pieces(vae: torch.nn.Module, n: int, k: int, scale: float = 0.5, seed: int = 0) -> PieceSet:
@@ -496,5 +492,7 @@ def guidance_sweep(
 
 
 def _accuracy(correct: np.ndarray, units: np.ndarray | None = None) -> dict[str, float]:
-    value, low, high = I.mean_interval(correct, units)
-    return {"accuracy": value, "accuracy_lo": max(low, 0.0), "accuracy_hi": min(high, 1.0)}
+    from midilib.probe import accuracy_interval
+
+    value, low, high = accuracy_interval(correct, units)
+    return {"accuracy": value, "accuracy_lo": low, "accuracy_hi": high}

@@ -248,8 +248,9 @@ def cross_validate(
                            accuracy_interval(majority == labels, groups), fold)
 
 
-def accuracy_interval(correct: np.ndarray, groups: np.ndarray) -> tuple[float, float, float]:
-    """(accuracy, low, high): `mean_interval` of 0/1 per file by group, clipped to [0, 1]."""
+def accuracy_interval(correct: np.ndarray, groups: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(accuracy, low, high): `mean_interval` of 0/1 per unit by group (None: each unit its own),
+    clipped to [0, 1]."""
     value, low, high = mean_interval(np.asarray(correct, dtype=np.float64), groups)
     return value, max(low, 0.0), min(high, 1.0)
 

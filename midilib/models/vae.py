@@ -395,17 +395,19 @@ def latent_walk(
         raise ValueError(f"n_windows must be >= 1, got {n_windows!r}")
     if scale < 0:
         raise ValueError(f"scale must be >= 0, got {scale!r}")
-    gen = torch.Generator().manual_seed(seed)
     latent = model.cfg.latent
-    if start is None:
-        z0 = torch.randn(latent, generator=gen)
-    else:
-        z0 = _tensor(start).reshape(-1)
-        if z0.numel() != latent:
-            raise ValueError(f"start must have {latent} values, got {z0.numel()}")
-    steps = torch.randn(n_windows - 1, latent, generator=gen) * scale
-    z = torch.cat((z0[None], z0[None] + steps.cumsum(0)))
-    return decode(model, z)
+    if start is not None and _tensor(start).numel() != latent:
+        raise ValueError(f"start must have {latent} values, got {_tensor(start).numel()}")
+    return decode(model, walk(latent, n_windows, scale, torch.Generator().manual_seed(seed), start))
+
+
+def walk(latent: int, n_windows: int, scale: float, generator: torch.Generator,
+         start: Tensor | np.ndarray | None = None) -> Tensor:
+    """The latents (n_windows, latent) of a random walk: z_1 = `start` or N(0, I) drawn from
+    `generator`, z_{k+1} = z_k + scale * N(0, I)."""
+    z0 = torch.randn(latent, generator=generator) if start is None else _tensor(start).reshape(-1)
+    steps = torch.randn(n_windows - 1, latent, generator=generator) * scale
+    return torch.cat((z0[None], z0[None] + steps.cumsum(0)))
 
 
 def slerp(z1: Tensor, z2: Tensor, alpha: float | Tensor) -> Tensor:
