@@ -49,7 +49,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.model == "latent":
         return _train_latent(args)
-    for name, value in (("--vae", args.vae), ("--windows", args.windows), ("--min-pieces", args.min_pieces)):
+    for name, value in (("--vae", args.vae), ("--windows", args.windows), ("--min-pieces", args.min_pieces),
+                        ("--skip", args.skip)):
         if value is not None:
             raise CliError(f"{name} is a latent setting, not one of {args.model!r}")
     result = train_model(
@@ -86,7 +87,7 @@ def _train_latent(args: argparse.Namespace) -> int:
         args.vae, args.data, args.profile, args.out, windows=args.windows, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, max_minutes=args.max_minutes,
         precision=args.precision, schedule=args.schedule, device=args.device, seed=args.seed,
-        resume=args.resume, reuse=False, progress=not args.quiet, min_pieces=args.min_pieces,
+        resume=args.resume, reuse=False, progress=not args.quiet, min_pieces=args.min_pieces, skip=args.skip,
     )
     if not world().main:
         return 0
@@ -126,7 +127,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             raise CliError(f"{name} is a latent setting, not one of {args.generator!r}")
     result = generate(
         args.generator, args.run, 10_000 if args.n is None else args.n, args.out, steps=args.steps, eta=args.eta,
-        temperature=args.temperature, seed=args.seed, batch_size=4096 if args.batch_size is None else args.batch_size,
+        temperature=args.temperature or 0.0, seed=args.seed,
+        batch_size=4096 if args.batch_size is None else args.batch_size,
         device=args.device, progress=not args.quiet,
     )
     print(f"{args.generator}: {len(result['samples'])} windows in {result['seconds']:.2f} s "
@@ -399,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-pieces", type=int, default=None, metavar="N",
                    help="latent only: training pieces a composer needs to be a class of its own; fewer fold "
                         "into 'other' (default: the profile's: 10 at default, 2 at smoke)")
+    p.add_argument("--skip", choices=("composer", "gaussian"), default=None,
+                   help="latent only: the denoiser's skip, each composer's Gaussian (default) or N(0, I)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("generate", help="generate windows with a trained run")
@@ -411,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (diffusion; default: all for ddpm, 50 for ddim, 20 for dpmsolver)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like; ddim only)")
-    p.add_argument("--temperature", type=float, default=0.0, help="VAE pitch temperature (0 = argmax)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="VAE decoding temperature (0: every pitch and value its mode; default 0, and for latent "
+                        "the one chosen on the validation files when the run was trained)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="default: 4096 windows, or 256 latent pieces")
     p.add_argument("--sampler", choices=("ddim", "ddpm", "dpmsolver"), default=None, help="latent only (default ddim)")

@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from midilib.atomic import atomic_write
-from midilib.diffusion.latent_model import Guided, LatentDiffusion, pack
+from midilib.diffusion.latent_model import SKIPS, Guided, LatentDiffusion, pack
 from midilib.models import eval_mode
 from midilib.prepare import SPLITS, data_key, load_manifest
 from midilib.profiles import LatentConfig, TrainConfig, get_profile, override
@@ -222,13 +222,28 @@ def normalisation(train: Sequences) -> tuple[np.ndarray, np.ndarray, float]:
     return mean.astype(np.float32), std.astype(np.float32), clip
 
 
+def class_stats(
+    train: Sequences, labels: np.ndarray, classes: int, mean: np.ndarray, std: np.ndarray, floor: float = 1e-2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, the mean and variance (classes, D) of the normalised latents x = (z - mean) / std
+    of its training sequences (every window of each), float64 sums; a variance below `floor` is
+    raised to it, and a label without sequences gets N(0, I)."""
+    x = (train.latents.astype(np.float64) - mean) / std
+    out_mean, out_var = np.zeros((classes, x.shape[-1])), np.ones((classes, x.shape[-1]))
+    for c in range(classes):
+        rows = x[labels == c].reshape(-1, x.shape[-1])
+        if len(rows):
+            out_mean[c], out_var[c] = rows.mean(0), np.maximum(rows.var(0), floor)
+    return out_mean.astype(np.float32), out_var.astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- training
 
 
 def resolve_latent_config(
     profile: str, windows: int | None = None, schedule: str | None = None, epochs: int | None = None,
     max_steps: int | None = None, batch_size: int | None = None, max_minutes: float | None = None,
-    precision: str | None = None, min_pieces: int | None = None,
+    precision: str | None = None, min_pieces: int | None = None, skip: str | None = None,
 ) -> tuple[LatentConfig, TrainConfig]:
     """The profile's LatentConfig and TrainConfig with the options given, checked."""
     prof = get_profile(profile)
@@ -236,9 +251,11 @@ def resolve_latent_config(
                         ("--batch-size", batch_size), ("--min-pieces", min_pieces)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    cfg = override(prof.latent, windows=windows, schedule=schedule, min_pieces=min_pieces)
+    cfg = override(prof.latent, windows=windows, schedule=schedule, min_pieces=min_pieces, skip=skip)
     if cfg.schedule not in ("linear", "cosine"):
         raise ValueError(f"--schedule must be linear or cosine, got {cfg.schedule!r}")
+    if cfg.skip not in SKIPS:
+        raise ValueError(f"--skip must be one of {', '.join(SKIPS)}, got {cfg.skip!r}")
     train = override(prof.latent_train, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                      max_minutes=max_minutes, precision=precision)
     return cfg, train
@@ -249,13 +266,14 @@ def train_latent(
     epochs: int | None = None, max_steps: int | None = None, batch_size: int | None = None,
     max_minutes: float | None = None, precision: str | None = None, schedule: str | None = None,
     device: str = "auto", seed: int = 0, resume: bool = False, reuse: bool = True, progress: bool = True,
-    min_pieces: int | None = None,
+    min_pieces: int | None = None, skip: str | None = None,
 ) -> dict:
     """Train latent diffusion on the VAE latents of DIR's train split into RUN; returns metrics.json's
     content (final training row; with a valid split, the valid loss with and without composers).
 
     `min_pieces`: the training pieces a composer needs to be a class of its own (default: the
     profile's `latent.min_pieces`; a small corpus needs fewer to have two composers or more).
+    `skip`: "composer" (the profiles') or "gaussian" (`diffusion.latent_model`).
     A finished run with the same config (VAE digest, data key, K, vocabulary, sizes) is reused.
     """
     from midilib import distributed
@@ -263,7 +281,7 @@ def train_latent(
     from midilib.train import fit, normalized, resolve_device, seed_everything
 
     cfg, train_cfg = resolve_latent_config(profile, windows, schedule, epochs, max_steps, batch_size,
-                                           max_minutes, precision, min_pieces)
+                                           max_minutes, precision, min_pieces, skip)
     vae_run, data_dir, out = Path(vae_run), Path(data_dir), Path(out)
     loaded = load_vae(vae_run, device)  # encodes on the training device
     _, vae_config, digest = loaded
@@ -292,6 +310,9 @@ def train_latent(
     model = build_model("latent", config["latent"], config["data_params"])
     mean, std, clip = normalisation(seqs["train"])
     model.set_stats(torch.from_numpy(mean), torch.from_numpy(std), clip)
+    if model.composer_skip:
+        model.set_class_stats(*map(torch.from_numpy, class_stats(seqs["train"], labels["train"], len(vocabulary),
+                                                                 mean, std)))
     summary = fit(model, train, train_cfg, out, config, seed=seed, device=device, resume=resume, progress=progress)
     result = {"model": "latent", "parameters": count_parameters(model), "final": summary,
               "device": str(resolve_device(device)), "sequences": {s: len(q) for s, q in seqs.items()}}
@@ -301,8 +322,23 @@ def train_latent(
         held = seqs["valid"]
         result["valid_loss"] = held_out_loss(model, held.latents, labels["valid"], seed=seed)
         result["valid_loss_uncond"] = held_out_loss(model, held.latents, None, seed=seed)
+        result["temperature"] = decode_temperature(vae_run, data_dir, profile)
     _write_json(out / "metrics.json", result)
     return result
+
+
+def decode_temperature(vae_run: str | Path, data_dir: str | Path, profile: str) -> float:
+    """The VAE's decoding temperature, chosen on the validation files as notebook 03 chooses it
+    (`runs.prior_temperature` over the profile's `eval.n_generate` windows; its samples are
+    cached in the VAE run, so after notebook 03 this is a lookup). Decoding at the mode
+    (T = 0) plays every window's most likely gap and duration: on the GiantMIDI sample the
+    round trip of real test pieces then keeps 0.15 of their duration variance score, 0.84 at
+    T = 0.8 (notebook 07)."""
+    from midilib.prepare import load_windows
+    from midilib.runs import prior_temperature
+
+    arrays = load_windows(data_dir, ("train", "train_file", "valid", "valid_file"))
+    return prior_temperature(vae_run, arrays, get_profile(profile).eval.n_generate)[0]
 
 
 @torch.inference_mode()
@@ -349,6 +385,13 @@ class LatentRun:
     @property
     def windows(self) -> int:
         return int(self.config["latent"]["windows"])
+
+    @property
+    def temperature(self) -> float:
+        """The VAE decoding temperature chosen on the validation files at training time
+        (`decode_temperature`; 0, the mode, for a run without a validation split)."""
+        path = self.path / "metrics.json"
+        return float(json.loads(path.read_text()).get("temperature", 0.0)) if path.exists() else 0.0
 
     def label(self, composer: str | None) -> int | None:
         """The label of a composer name (None: unconditional); one-line error listing the known ones."""
@@ -449,11 +492,15 @@ def sample_latents(
 
 
 @torch.inference_mode()
-def decode_latents(run: LatentRun, latents: np.ndarray, temperature: float = 0.0, seed: int = 0) -> np.ndarray:
+def decode_latents(
+    run: LatentRun, latents: np.ndarray, temperature: float | None = None, seed: int = 0
+) -> np.ndarray:
     """Latent sequences (n, L, D) -> pieces (n, L * 8, 4): each latent's window by the VAE
-    decoder (pitch argmax at temperature 0), the windows concatenated in order."""
+    decoder (every value its mode at temperature 0, else drawn at T, seeded; None: the
+    run's `temperature`), the windows concatenated in order."""
     from midilib.models.vae import decode
 
+    temperature = run.temperature if temperature is None else temperature
     if temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {temperature}")
     n, length, dim = latents.shape
@@ -464,9 +511,10 @@ def decode_latents(run: LatentRun, latents: np.ndarray, temperature: float = 0.0
 def generate_pieces(
     run: str | Path | LatentRun, n: int, steps: int | None = None, composer: str | None = None,
     guidance: float | None = None, seed: int = 0, sampler: str = "ddim", eta: float = 0.0,
-    temperature: float = 0.0, device: str = "auto", batch_size: int = 256,
+    temperature: float | None = None, device: str = "auto", batch_size: int = 256,
 ) -> np.ndarray:
-    """n new pieces (n, K * 8, 4) in the columns of windows.npz; deterministic given `seed`."""
+    """n new pieces (n, K * 8, 4) in the columns of windows.npz, decoded at `temperature` (None:
+    the run's); deterministic given `seed`."""
     run = load_latent(run, device)
     latents = sample_latents(run, n, steps, composer, guidance, seed, sampler, eta, batch_size)
     return decode_latents(run, latents, temperature, seed)
@@ -475,7 +523,7 @@ def generate_pieces(
 def infill(
     run: str | Path | LatentRun, latents: np.ndarray, start: int, stop: int, steps: int | None = None,
     composer: str | None = None, guidance: float | None = None, seed: int = 0, sampler: str = "ddim",
-    eta: float = 0.0, device: str = "auto",
+    eta: float = 0.0, device: str = "auto", temperature: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Windows start..stop-1 of real latent sequences (L, D) or (n, L, D) regenerated with the
     rest fixed -> (pieces (n, L * 8, 4) decoded by the VAE, latents (n, L, D): the kept ones exact)."""
@@ -491,13 +539,13 @@ def infill(
     keep[start:stop] = False
     out = sample_latents(run, len(z), steps, composer, guidance, seed, sampler, eta, known=z, keep=keep)
     out[:, keep] = z[:, keep]  # exactly, not through the normalisation's round trip
-    return decode_latents(run, out, seed=seed), out
+    return decode_latents(run, out, temperature, seed), out
 
 
 def generate_latent(
     run: str | Path, n: int, out: str | Path | None = None, steps: int | None = None, composer: str | None = None,
-    guidance: float | None = None, seed: int = 0, sampler: str = "ddim", eta: float = 0.0, temperature: float = 0.0,
-    device: str = "auto", batch_size: int = 256, progress: bool = True,
+    guidance: float | None = None, seed: int = 0, sampler: str = "ddim", eta: float = 0.0,
+    temperature: float | None = None, device: str = "auto", batch_size: int = 256, progress: bool = True,
 ) -> dict:
     """`generate_pieces` timed, written to OUT/samples.npz (samples (n, K * 8, 4), latents (n, K, D)),
     one OUT/piece_XXXX.mid per piece and OUT/generate.json."""
@@ -508,6 +556,7 @@ def generate_latent(
     dev = lrun.model.betas.device
     t0 = time.perf_counter()
     latents = sample_latents(lrun, n, steps, composer, guidance, seed, sampler, eta, batch_size, progress=progress)
+    temperature = lrun.temperature if temperature is None else temperature
     samples = decode_latents(lrun, latents, temperature, seed)
     seconds = time.perf_counter() - t0
     result = {"samples": samples, "latents": latents, "seconds": seconds, "device": str(dev)}

@@ -10,7 +10,9 @@ given its seed:
 - `real_pieces`: non-overlapping runs of K consecutive windows of a split's files (the
   same cut as `latent.encode_sequences`, so piece i has sequence i's latents);
 - `round_trip`: every window of real pieces through the VAE (posterior mean, decoded):
-  what any generator that decodes VAE latents loses before it generates anything;
+  what any generator that decodes VAE latents loses before it generates anything (at the
+  decoding temperature of every VAE-decoded row, and, where that is not 0, at T = 0 too:
+  what decoding every value at its mode would lose);
 - `shuffled_pieces`: real windows, each of a piece from a different file
   (`longform.shuffled_windows`): every window right, no long-range structure;
 - `prior_pieces`: K independent VAE prior samples in a row;
@@ -57,6 +59,7 @@ N_SPLITS = 10  # half-splits per FD∞ interval (as midilib.evaluate)
 REAL = "real: test pieces"
 TRAIN = "real: training pieces"
 ROUND_TRIP = "VAE round trip of the test pieces"
+ROUND_TRIP_MODE = "VAE round trip, every value its mode (T = 0)"
 SHUFFLED = "baseline: shuffled windows"
 PRIOR = "VAE prior (independent windows)"
 WALK = "VAE random walk"
@@ -122,14 +125,21 @@ def real_pieces(windows: np.ndarray, owner: np.ndarray, k: int, n: int | None = 
     return PieceSet(pieces, owner[rows])
 
 
-def round_trip(vae: torch.nn.Module, real: PieceSet, window: int = 8) -> PieceSet:
+def round_trip(
+    vae: torch.nn.Module, real: PieceSet, window: int = 8, temperature: float = 0.0, seed: int = 0
+) -> PieceSet:
     """Each window of each piece replaced by the VAE's decoding of its posterior mean
-    (`models.vae.reconstruct`); the units stay the real pieces'."""
-    from midilib.models.vae import reconstruct
+    (`models.vae.reconstruct` at temperature 0, else drawn at `temperature`, seeded); the
+    units stay the real pieces'."""
+    from midilib.models.vae import decode, encode, reconstruct
 
     t0 = time.perf_counter()
-    out = reconstruct(vae, real.windows(window)).reshape(real.pieces.shape)
-    return PieceSet(out, real.units, time.perf_counter() - t0)
+    if temperature == 0:
+        out = reconstruct(vae, real.windows(window))
+    else:
+        mu, _ = encode(vae, real.windows(window))
+        out = decode(vae, mu, temperature, torch.Generator().manual_seed(seed), length=window)
+    return PieceSet(out.reshape(real.pieces.shape), real.units, time.perf_counter() - t0)
 
 
 def shuffled_pieces(windows: np.ndarray, owner: np.ndarray, n: int, k: int, seed: int = 0) -> PieceSet:
@@ -158,20 +168,26 @@ def walk_latents(latent: int, n: int, k: int, scale: float = 0.5, seed: int = 0)
     return np.stack([walk(latent, k, scale, torch.Generator().manual_seed(seed + i)).numpy() for i in range(n)])
 
 
-def walk_pieces(vae: torch.nn.Module, n: int, k: int, scale: float = 0.5, seed: int = 0) -> PieceSet:
-    """n random walks of k windows (`walk_latents`), decoded in one batch: piece i is
-    `models.vae.latent_walk(vae, k, scale, seed + i)`, the original study's long piece."""
+def walk_pieces(
+    vae: torch.nn.Module, n: int, k: int, scale: float = 0.5, seed: int = 0, temperature: float = 0.0
+) -> PieceSet:
+    """n random walks of k windows (`walk_latents`), decoded in one batch (at `temperature`, its
+    draws seeded by `seed`): at temperature 0 piece i is `models.vae.latent_walk(vae, k, scale,
+    seed + i)`, the original study's long piece."""
     from midilib.models.vae import decode
 
     t0 = time.perf_counter()
     z = walk_latents(vae.cfg.latent, n, k, scale, seed)
-    windows = decode(vae, z.reshape(n * k, -1))
+    windows = decode(vae, z.reshape(n * k, -1), temperature, torch.Generator().manual_seed(seed))
     return _generated(windows.reshape(n, k * windows.shape[1], 4), time.perf_counter() - t0)
 
 
-def slerp_pieces(vae: torch.nn.Module, real: PieceSet, k: int, window: int = 8) -> PieceSet:
+def slerp_pieces(
+    vae: torch.nn.Module, real: PieceSet, k: int, window: int = 8, temperature: float = 0.0, seed: int = 0
+) -> PieceSet:
     """For each real piece, k windows along the slerp from its first window's posterior mean to
-    its last one's, decoded: piece i is `models.vae.interpolate(vae, first_i, last_i, k)`."""
+    its last one's, decoded (at `temperature`, seeded): at temperature 0 piece i is
+    `models.vae.interpolate(vae, first_i, last_i, k)`."""
     from midilib.models.vae import decode, encode, slerp
 
     if k < 2:
@@ -181,7 +197,7 @@ def slerp_pieces(vae: torch.nn.Module, real: PieceSet, k: int, window: int = 8) 
     mu, _ = encode(vae, np.concatenate([w[:, 0], w[:, -1]]))
     alpha = torch.linspace(0.0, 1.0, k)
     z = torch.cat([slerp(mu[i], mu[len(real) + i], alpha) for i in range(len(real))])
-    windows = decode(vae, z, length=window)
+    windows = decode(vae, z, temperature, torch.Generator().manual_seed(seed), length=window)
     return _generated(windows.reshape(len(real), k * window, 4), time.perf_counter() - t0)
 
 
@@ -208,24 +224,27 @@ def continuation_pieces(
 
 def latent_pieces(
     run: Any, n: int, seed: int = 0, steps: int | None = None, composers: Sequence[str] | None = None,
-    guidance: float | None = None,
+    guidance: float | None = None, temperature: float | None = None,
 ) -> PieceSet:
-    """n pieces of latent diffusion (`latent.generate_pieces`): unconditional when `composers`
-    is None, else piece i guided towards composers[i] with weight `guidance` (the pieces of
-    one composer are drawn together, seed + 1 + its index in the run's vocabulary)."""
+    """n pieces of latent diffusion (`latent.generate_pieces`, decoded at `temperature`, None: the run's):
+    unconditional when `composers` is None, else piece i guided towards composers[i] with weight
+    `guidance` (the pieces of one composer are drawn together, seed + 1 + its index in the run's
+    vocabulary)."""
     from midilib.latent import generate_pieces, load_latent
 
     run = load_latent(run)
     t0 = time.perf_counter()
     if composers is None:
-        return _generated(generate_pieces(run, n, steps, seed=seed), time.perf_counter() - t0)
+        return _generated(generate_pieces(run, n, steps, seed=seed, temperature=temperature),
+                          time.perf_counter() - t0)
     composers = np.asarray(composers, dtype=object)
     if composers.shape != (n,):
         raise ValueError(f"need one composer per piece, got {composers.shape} for {n} pieces")
     out = np.empty((n, run.windows * run.vae.window, 4), np.float32)
     for name in dict.fromkeys(composers.tolist()):
         where = np.flatnonzero(composers == name)
-        out[where] = generate_pieces(run, len(where), steps, name, guidance, seed=seed + 1 + run.label(name))
+        out[where] = generate_pieces(run, len(where), steps, name, guidance, seed=seed + 1 + run.label(name),
+                                     temperature=temperature)
     return _generated(out, time.perf_counter() - t0)
 
 
@@ -243,6 +262,7 @@ def training_composers(run: Any, n: int, seed: int = 0) -> np.ndarray:
 def comparison_sets(
     run: Any, ddpm: torch.nn.Module, data: Any, n: int, seed: int = 0, steps: int | None = None,
     guidance: float = 2.0, walk_scale: float = 0.5, continuation_steps: int = 20, progress: bool = False,
+    temperature: float | None = None,
 ) -> dict[str, PieceSet]:
     """Every maker's set, K = the latent run's windows: the real test pieces (all of them), then
     n pieces of each other maker, in the order of the module docstring.
@@ -251,14 +271,19 @@ def comparison_sets(
     diffusion model for the continuation, sampled by DDIM with `continuation_steps` steps (a
     piece costs 2 (K - 1) windows' worth of sampling, so 20 rather than notebook 05's 50);
     `data`: a `prepare.Prepared` of the run's corpus; `steps`: latent diffusion's sampler steps
-    (None: 50); `guidance`: the weight of the guided row. The training pieces drawn for the
+    (None: 50); `guidance`: the weight of the guided row; `temperature`: the VAE's decoding
+    temperature, one for every maker that decodes VAE latents (the round trip, prior, walk,
+    slerp and latent diffusion; None: the run's, chosen on the validation files as notebook 03
+    chooses it, `latent.decode_temperature`). The training pieces drawn for the
     floor row are those whose first windows the continuation starts from and whose first and
     last windows the slerp joins."""
     from midilib.diffusion.sampling import make_scheduler
 
     k, window, vae = run.windows, run.vae.window, run.vae
+    temperature = run.temperature if temperature is None else temperature
     sets: dict[str, PieceSet] = {}
-    jobs = [REAL, TRAIN, ROUND_TRIP, SHUFFLED, PRIOR, WALK, SLERP, CONTINUATION, LATENT, guided_name(guidance)]
+    jobs = [REAL, TRAIN, ROUND_TRIP, *([ROUND_TRIP_MODE] if temperature else []), SHUFFLED, PRIOR, WALK, SLERP,
+            CONTINUATION, LATENT, guided_name(guidance)]
     bar = _bar(len(jobs), progress)
     for name in jobs:
         if name == REAL:
@@ -266,22 +291,24 @@ def comparison_sets(
         elif name == TRAIN:
             made = real_pieces(data.train, data.train_file, k, n, seed)
         elif name == ROUND_TRIP:
+            made = round_trip(vae, sets[REAL], window, temperature, seed)
+        elif name == ROUND_TRIP_MODE:
             made = round_trip(vae, sets[REAL], window)
         elif name == SHUFFLED:
             made = shuffled_pieces(data.train, data.train_file, n, k, seed)
         elif name == PRIOR:
-            made = prior_pieces(vae, n, k, seed)
+            made = prior_pieces(vae, n, k, seed, temperature)
         elif name == WALK:
-            made = walk_pieces(vae, n, k, walk_scale, seed)
+            made = walk_pieces(vae, n, k, walk_scale, seed, temperature)
         elif name == SLERP:
-            made = slerp_pieces(vae, sets[TRAIN], k, window)
+            made = slerp_pieces(vae, sets[TRAIN], k, window, temperature, seed)
         elif name == CONTINUATION:
             scheduler = make_scheduler(ddpm, "ddim", min(continuation_steps, ddpm.timesteps))
             made = continuation_pieces(ddpm, scheduler, sets[TRAIN], k, window, seed=seed)
         elif name == LATENT:
-            made = latent_pieces(run, n, seed, steps)
+            made = latent_pieces(run, n, seed, steps, temperature=temperature)
         else:
-            made = latent_pieces(run, n, seed, steps, training_composers(run, n, seed), guidance)
+            made = latent_pieces(run, n, seed, steps, training_composers(run, n, seed), guidance, temperature)
         sets[name] = made
         bar.update()
     bar.close()
@@ -441,9 +468,10 @@ def piece_probe(run: Any, folds: int = 5, seed: int = 0) -> PieceProbe:
 def guidance_sweep(
     run: Any, composer_probe: PieceProbe, reference: PieceSet, weights: Sequence[float] = (0.0, 1.0, 2.0, 4.0),
     n: int = 32, seed: int = 0, steps: int | None = None, composers: Sequence[str] | None = None,
-    progress: bool = False,
+    progress: bool = False, temperature: float | None = None,
 ) -> pd.DataFrame:
-    """Pieces for each composer at each guidance weight W, classified by the probe.
+    """Pieces for each composer at each guidance weight W (decoded at `temperature`, None: the run's),
+    classified by the probe.
 
     For each composer c (default: the run's, "other" left out) and W, n pieces guided towards c
     (the same seed for every c and W: paired draws); W = 0 is unconditional sampling, drawn
@@ -468,10 +496,10 @@ def guidance_sweep(
             t0 = time.perf_counter()
             if w == 0:
                 if unguided is None:
-                    unguided = generate_pieces(run, n, steps, seed=seed)
+                    unguided = generate_pieces(run, n, steps, seed=seed, temperature=temperature)
                 pieces = unguided
             else:
-                pieces = generate_pieces(run, n, steps, c, float(w), seed=seed)
+                pieces = generate_pieces(run, n, steps, c, float(w), seed=seed, temperature=temperature)
             predicted, _ = probe.classify(composer_probe.probe, piece_features(run.vae, pieces, run.vae.window))
             seconds += time.perf_counter() - t0
             correct = (predicted == c).astype(np.float64)

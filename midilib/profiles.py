@@ -93,6 +93,10 @@ class LatentConfig:
     schedule: str = "cosine"  # linear | cosine
     p_uncond: float = 0.1  # chance a training sequence's composer is replaced by the null token
     min_pieces: int = 10  # composers with fewer training pieces (files) fold into "other"
+    # the network's skip: "gaussian", E[eps | x_t] were x0 ~ N(0, I); "composer", the same under each
+    # composer's own Gaussian N(m_c, diag s_c^2) (the null token keeps N(0, I)), so the label has a
+    # path that does not wait to be learnt (midilib.diffusion.latent_model)
+    skip: str = "composer"
 
 
 @dataclass(frozen=True)

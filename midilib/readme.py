@@ -159,9 +159,69 @@ def targets_markdown(figures: str | Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+SELF_SIMILARITY = ("pitch_consistency", "pitch_variance", "duration_consistency", "duration_variance")
+
+
+def latent_markdown(figures: str | Path) -> str:
+    """Notebook 07's long pieces and issue 14's targets, from records/07_latent_diffusion.json.
+
+    "Inside the real interval": at or above the lower end of the real test pieces' interval
+    (they score 1 against themselves); "nearer": a higher score than the baseline's. The
+    guidance target: at some W > 0, the share of guided pieces the probe names as asked for
+    is at least twice the unguided (W = 0) share.
+    """
+    from midilib import long_pieces as LP
+
+    r = _load(Path(figures), "07_latent_diffusion")
+    if not r:
+        return ""
+    real, ld = LP.REAL, LP.LATENT
+
+    def score(name: str, m: str) -> str:
+        return f"{_f(r[m][name])} [{_f(r[m + '_lo'][name])}, {_f(r[m + '_hi'][name])}]"
+
+    inside = [m for m in SELF_SIMILARITY if r[m][ld] >= r[m + "_lo"][real]]
+    nearer = {b: [m for m in SELF_SIMILARITY if r[m][ld] > r[m][b]] for b in (LP.SHUFFLED, LP.WALK)}
+    lines = [
+        f"* **latent diffusion** (issue 14; {r['parameters']:,} parameters, {r['epochs']} epochs in "
+        f"{r['train_seconds']:.0f} s; sequences of K = {r['K']} windows of D = {r['latent_dim']} latents; "
+        f"{r.get('skip', 'gaussian')} skip; VAE-decoded rows drawn at T = {r.get('temperature', 0):g}, chosen on the validation "
+        f"files): {r['n_pieces']} pieces per set against every real test piece of {r['K']} windows; FD∞ of "
+        f"4-window clips {score(ld, 'fd_clips')} (real training pieces {score(LP.TRAIN, 'fd_clips')}, shuffled "
+        f"windows {score(LP.SHUFFLED, 'fd_clips')}); whole-piece scale consistency {score(ld, 'scale_consistency')} "
+        f"(test pieces {score(real, 'scale_consistency')});",
+        "* **Targets** (issue 14; test pieces; 'yes' where met):",
+        "  * latent diffusion inside the real test pieces' interval: " + "; ".join(
+            f"{m.replace('_', ' ')} {_f(r[m][ld])} (real [{_f(r[m + '_lo'][real])}, 1]: "
+            f"{'**yes**' if m in inside else 'no'})" for m in SELF_SIMILARITY) + ";",
+        f"  * nearer 1 than the shuffled windows on {len(nearer[LP.SHUFFLED])} of 4 scores "
+        f"({'**yes**' if len(nearer[LP.SHUFFLED]) == 4 else 'no'}), than the VAE random walk on "
+        f"{len(nearer[LP.WALK])} of 4 ({'**yes**' if len(nearer[LP.WALK]) == 4 else 'no'});",
+    ]
+    files = r.get("probe_files")
+    if files:
+        vae, major = files["vae latents"], files["majority"]
+        lines.append(f"  * composer probe on real files: VAE latents {_f(vae[0])} [{_f(vae[1])}, {_f(vae[2])}], "
+                     f"window statistics {_f(files['window statistics'][0])}, majority {_f(major[0])} "
+                     f"[{_f(major[1])}, {_f(major[2])}] (above the majority, the interval's lower end too: "
+                     f"{'**yes**' if vae[1] > major[0] else 'no'});")
+    acc = r.get("guidance_accuracy")
+    if acc:
+        base = acc["0.0"][0]
+        best = max((w for w in acc if float(w) > 0), key=lambda w: acc[w][0])
+        ratio = acc[best][0] / base if base > 0 else float("inf")
+        fd = r["guidance_fd_clips"]
+        lines.append(
+            "  * guided pieces named as the composer asked for: " + ", ".join(
+                f"W = {float(w):g} {_f(a[0])} [{_f(a[1])}, {_f(a[2])}]" for w, a in acc.items())
+            + f"; best W = {float(best):g}, {ratio:.1f}× unguided (≥ 2×: {'**yes**' if ratio >= 2 else 'no'}); "
+            f"FD∞ of clips " + ", ".join(f"W = {float(w):g} {_f(v[0], 2)}" for w, v in fd.items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
 def write_measured(figures: str | Path) -> Path:
     path = Path(figures) / "measured.md"
-    atomic_write(path, measured_markdown(figures) + targets_markdown(figures))
+    atomic_write(path, measured_markdown(figures) + targets_markdown(figures) + latent_markdown(figures))
     return path
 
 

@@ -261,3 +261,85 @@ def test_bad_latent_inputs_are_one_line_errors(latent_run, vae_run, data_dir, tm
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, (argv, err)
     assert not (tmp_path / "r").exists() and not (tmp_path / "g").exists()
+
+
+def test_the_composer_skip_is_the_gaussian_posterior_mean_of_the_noise():
+    """Simulated known answer: under x0 ~ N(m, s^2) per dimension, the least-squares predictor of
+    eps from x_t = a x0 + b eps is b (x_t - a m) / (a^2 s^2 + b^2); the skip must be that line."""
+    from midilib.diffusion.latent_model import build_latent_diffusion
+    from midilib.profiles import LatentConfig
+
+    model = build_latent_diffusion(LatentConfig(windows=2, width=16, depth=1, heads=2, timesteps=100), 3, 2)
+    m = torch.tensor([[1.5, -0.5, 0.0], [-2.0, 0.3, 0.7]])
+    var = torch.tensor([[0.25, 1.0, 2.0], [0.5, 0.1, 1.5]])
+    model.set_class_stats(m, var)
+    gen = torch.Generator().manual_seed(0)
+    n = 200_000
+    for label in (0, 1):
+        for step in (5, 50, 95):
+            t = torch.full((n,), step)
+            x0 = m[label] + var[label].sqrt() * torch.randn(n, 1, 3, generator=gen)
+            eps = torch.randn(n, 1, 3, generator=gen)
+            ab = model.alphas_cumprod[step]
+            x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+            skip = model.skip(x_t, t, torch.full((n,), label))
+            for d in range(3):  # the regression of eps on x_t, fitted to the draws
+                xs, es = x_t[:, 0, d].double(), eps[:, 0, d].double()
+                slope = ((xs - xs.mean()) * (es - es.mean())).mean() / xs.var()
+                fitted = es.mean() + slope * (xs - xs.mean())
+                assert (fitted - skip[:, 0, d].double()).abs().max() < 0.03
+    null = torch.full((4,), model.null)  # the null token keeps N(0, I): sqrt(1 - ab_t) x_t
+    x, t = torch.randn(4, 2, 3, generator=gen), torch.tensor([0, 30, 60, 99])
+    torch.testing.assert_close(model.skip(x, t, null), (1 - model.alphas_cumprod[t]).sqrt()[:, None, None] * x)
+
+
+def test_a_run_stores_each_composers_gaussian_and_the_guidance_it_gives(latent_run, vae_run, data_dir):
+    lrun = latent.load_latent(latent_run)
+    model = lrun.model
+    assert model.composer_skip and lrun.config["latent"]["skip"] == "composer"
+    seqs = latent.encode_sequences(vae_run, data_dir, K)
+    labels = latent.composer_labels(seqs["train"].composer, lrun.composers)
+    mean, std, _ = latent.normalisation(seqs["train"])
+    x = (seqs["train"].latents - mean) / std
+    for c in range(len(lrun.composers)):
+        rows = x[labels == c].reshape(-1, x.shape[-1])
+        np.testing.assert_allclose(model.class_mean[c].numpy(), rows.mean(0), atol=1e-5)
+        np.testing.assert_allclose(model.class_var[c].numpy(), np.maximum(rows.var(0), 1e-2), rtol=1e-4)
+    assert (model.class_mean[model.null] == 0).all() and (model.class_var[model.null] == 1).all()
+    # guidance moves the prediction even before the network has learnt anything of the label
+    xt, t = torch.randn(3, K, 16), torch.tensor([500 % model.timesteps, 20, 70])
+    with torch.no_grad():
+        shift = Guided(model, 0, 2.0)(xt, t) - Guided(model, None)(xt, t)
+    assert shift.abs().max() > 1e-3
+    with pytest.raises(ValueError, match="class stats must be"):
+        model.set_class_stats(torch.zeros(2, 16), torch.ones(2, 16))
+
+
+def test_runs_made_before_the_composer_skip_load_as_gaussian(latent_run, tmp_path):
+    """A checkpoint of a "gaussian" run (as every run before `skip` existed) loads and samples."""
+    import shutil
+
+    from midilib.train import load_checkpoint, normalized
+
+    old = tmp_path / "old"
+    shutil.copytree(latent_run, old)
+    ckpt = load_checkpoint(old)
+    del ckpt["config"]["latent"]["skip"]
+    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("class_")}
+    torch.save(ckpt, old / "checkpoint.pt")
+    assert normalized(ckpt["config"])["latent"]["skip"] == "gaussian"
+    lrun = latent.load_latent(old)
+    assert not lrun.model.composer_skip
+    assert np.isfinite(latent.generate_pieces(lrun, 2, steps=3, seed=0)).all()
+
+
+def test_pieces_decode_at_the_temperature_chosen_on_the_validation_files(latent_run):
+    lrun = latent.load_latent(latent_run)
+    metrics = json.loads((latent_run / "metrics.json").read_text())
+    assert metrics["temperature"] in (0.0, 0.5, 0.8, 1.0) and lrun.temperature == metrics["temperature"]
+    default = latent.generate_pieces(lrun, 3, steps=3, seed=2)
+    np.testing.assert_array_equal(default, latent.generate_pieces(lrun, 3, steps=3, seed=2,
+                                                                  temperature=lrun.temperature))
+    modes = latent.generate_pieces(lrun, 3, steps=3, seed=2, temperature=0.0)
+    drawn = latent.generate_pieces(lrun, 3, steps=3, seed=2, temperature=1.0)
+    assert not np.array_equal(modes, drawn)  # a draw is not the mode

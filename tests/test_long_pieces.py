@@ -137,12 +137,12 @@ def test_guided_latent_pieces_are_generated_per_composer(lrun):
 
 
 def test_comparison_sets_are_every_maker_and_deterministic(lrun, ddpm, data):
-    a = LP.comparison_sets(lrun, ddpm, data, 4, seed=0, steps=3)
+    a = LP.comparison_sets(lrun, ddpm, data, 4, seed=0, steps=3, temperature=0.0)
     assert list(a) == [LP.REAL, LP.TRAIN, LP.ROUND_TRIP, LP.SHUFFLED, LP.PRIOR, LP.WALK, LP.SLERP,
                        LP.CONTINUATION, LP.LATENT, LP.guided_name(2.0)]
     assert all(s.pieces.shape[1:] == (K * 8, 4) for s in a.values())
     assert len(a[LP.REAL]) == len(LP.real_pieces(data.test, data.test_file, K)) and len(a[LP.TRAIN]) == 4
-    b = LP.comparison_sets(lrun, ddpm, data, 4, seed=0, steps=3)
+    b = LP.comparison_sets(lrun, ddpm, data, 4, seed=0, steps=3, temperature=0.0)
     for name in a:
         np.testing.assert_array_equal(a[name].pieces, b[name].pieces)
     np.testing.assert_array_equal(a[LP.CONTINUATION].pieces[:, :8], a[LP.TRAIN].pieces[:, :8])
@@ -205,3 +205,21 @@ def test_probe_and_guidance_sweep(lrun, vae, data):
         assert pooled.loc[(w, "all"), "accuracy"] == pytest.approx(pooled.loc[[(w, c) for c in named], "accuracy"].mean())
     assert pooled.loc[(0.0, "all"), "pieces"] == 6 and pooled.loc[(3.0, "all"), "pieces"] == 12
     assert ((sweep.accuracy_lo <= sweep.accuracy) & (sweep.accuracy <= sweep.accuracy_hi)).all()
+
+
+def test_every_vae_decoded_set_decodes_at_one_temperature(lrun, ddpm, data):
+    """At T > 0 the round trip, prior, walk, slerp and latent rows all draw at T (each seeded), and a
+    round trip at the mode is added; T None is the run's own, chosen on the validation files."""
+    warm = LP.comparison_sets(lrun, ddpm, data, 4, seed=0, steps=3, temperature=0.8)
+    assert list(warm)[:4] == [LP.REAL, LP.TRAIN, LP.ROUND_TRIP, LP.ROUND_TRIP_MODE]
+    vae = lrun.vae
+    np.testing.assert_array_equal(warm[LP.ROUND_TRIP_MODE].pieces, LP.round_trip(vae, warm[LP.REAL]).pieces)
+    np.testing.assert_array_equal(warm[LP.ROUND_TRIP].pieces, LP.round_trip(vae, warm[LP.REAL], 8, 0.8, 0).pieces)
+    np.testing.assert_array_equal(warm[LP.PRIOR].pieces, LP.prior_pieces(vae, 4, K, 0, 0.8).pieces)
+    np.testing.assert_array_equal(warm[LP.WALK].pieces, LP.walk_pieces(vae, 4, K, 0.5, 0, 0.8).pieces)
+    np.testing.assert_array_equal(warm[LP.SLERP].pieces, LP.slerp_pieces(vae, warm[LP.TRAIN], K, 8, 0.8, 0).pieces)
+    np.testing.assert_array_equal(warm[LP.LATENT].pieces, latent.generate_pieces(lrun, 4, 3, seed=0, temperature=0.8))
+    assert not np.array_equal(warm[LP.ROUND_TRIP].pieces, warm[LP.ROUND_TRIP_MODE].pieces)
+    own = LP.comparison_sets(lrun, ddpm, data, 4, seed=0, steps=3)
+    np.testing.assert_array_equal(own[LP.LATENT].pieces,
+                                  latent.generate_pieces(lrun, 4, 3, seed=0, temperature=lrun.temperature))

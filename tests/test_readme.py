@@ -83,3 +83,35 @@ def test_targets_say_yes_only_where_the_measurement_meets_them(tmp_path):
     assert "(floor 2.000 [1.950, 2.050]: no), fad_inf 0.700 [0.500, 0.900] (floor 0.500 [0.200, 0.800]: **yes**)" in text
     assert "fmd_inf 1.500 [1.000, 2.000] (floor 1.000 [0.000, 2.000]: **yes**)" in text
     assert readme.targets_markdown(tmp_path / "nothing") == ""
+
+
+def test_latent_targets_say_yes_only_where_the_measurement_meets_them(tmp_path):
+    from midilib import long_pieces as LP
+
+    sets = [LP.REAL, LP.TRAIN, LP.SHUFFLED, LP.WALK, LP.LATENT]
+    record = {"K": 16, "latent_dim": 128, "parameters": 1000, "epochs": 10, "train_seconds": 60.0, "n_pieces": 8,
+              "skip": "composer", "temperature": 0.8}
+    values = {  # per metric: real, train, shuffled, walk, latent
+        "pitch_consistency": [1.0, 0.99, 0.90, 0.97, 0.975], "pitch_variance": [1.0, 0.9, 0.3, 0.5, 0.6],
+        "duration_consistency": [1.0, 0.97, 0.9, 0.98, 0.95], "duration_variance": [1.0, 0.8, 0.3, 0.2, 0.9],
+        "fd_clips": [0.0, 1.0, 2.0, 7.0, 1.5], "scale_consistency": [0.87, 0.88, 0.67, 0.85, 0.8]}
+    lows = {"pitch_consistency": 0.97, "pitch_variance": 0.7, "duration_consistency": 0.96, "duration_variance": 0.7,
+            "fd_clips": -1.0, "scale_consistency": 0.85}
+    for m, v in values.items():
+        record[m] = dict(zip(sets, v))
+        record[m + "_lo"] = {s: lows[m] for s in sets}
+        record[m + "_hi"] = {s: 1.0 for s in sets}
+    record["probe_files"] = {"vae latents": [0.3, 0.15, 0.45], "window statistics": [0.33, 0.16, 0.5],
+                             "majority": [0.1, 0.0, 0.2]}
+    record["guidance_accuracy"] = {"0.0": [0.13, 0.1, 0.16], "1.0": [0.25, 0.2, 0.3], "2.0": [0.2, 0.1, 0.3]}
+    record["guidance_fd_clips"] = {"0.0": [0.5, 0, 1], "1.0": [1.1, 0, 2], "2.0": [3.5, 2, 5]}
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "07_latent_diffusion.json").write_text(json.dumps(record))
+    text = readme.latent_markdown(tmp_path)
+    assert ("pitch consistency 0.975 (real [0.970, 1]: **yes**); pitch variance 0.600 (real [0.700, 1]: no); "
+            "duration consistency 0.950 (real [0.960, 1]: no); duration variance 0.900 (real [0.700, 1]: **yes**)") in text
+    assert "shuffled windows on 4 of 4 scores (**yes**), than the VAE random walk on 3 of 4 (no)" in text
+    assert "(above the majority, the interval's lower end too: **yes**)" in text
+    assert "best W = 1, 1.9× unguided (≥ 2×: no)" in text  # 0.25 / 0.13
+    assert "composer skip; VAE-decoded rows drawn at T = 0.8" in text
+    assert readme.latent_markdown(tmp_path / "nothing") == ""

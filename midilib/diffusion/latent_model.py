@@ -22,7 +22,15 @@ almost all of eps; and (2) the samplers clip the predicted x0 to [-r, r], r the 
 (DDIM-50, 64 sequences): a plain DiT after ~400 steps sampled latents of mean norm 40
 (19 with the clip) against 5.2 for real ones; with both, after ~100 steps, 5.7.
 
-The composer c enters with the timestep: c_vec = MLP(timestep features(t)) + E[c], which
+The skip need not be blind to the composer (`LatentConfig.skip`, "composer" by default):
+under x0 ~ N(m_c, diag s_c^2), the Gaussian fitted to composer c's training latents,
+E[eps | x_t, c] = sqrt(1 - ab_t) (x_t - sqrt(ab_t) m_c) / (ab_t s_c^2 + 1 - ab_t), which is the
+blind skip for m = 0, s = 1 (the null token's row). A learnt label path alone was measured
+to go unused: on the GiantMIDI sample's default run the valid loss was 0.24909 with the
+composer and 0.24910 without, and guidance moved the probe's hits 1.1x; the composer's own
+Gaussian gives eps_c - eps_null a part that is there from the first step.
+
+The composer c enters the network F with the timestep: c_vec = MLP(timestep features(t)) + E[c], which
 modulates every DiT block by adaLN-Zero. E has one row per composer of the run's
 vocabulary plus a last, learned null row; in training c is replaced by the null token
 with probability `p_uncond`, so one network gives both eps(x, t, c) and eps(x, t, null).
@@ -48,6 +56,8 @@ from midilib.diffusion.schedules import make_betas
 from midilib.models.denoisers import TransformerDenoiser, timestep_embedding
 from midilib.profiles import LatentConfig
 
+SKIPS = ("gaussian", "composer")
+
 
 class LatentDenoiser(TransformerDenoiser):
     """DiT over K tokens, token k the (noised, normalised) latent of window k, with a learned
@@ -72,12 +82,14 @@ class LatentDiffusion(nn.Module):
     """Noise schedule + normalisation + `LatentDenoiser`, with the trainer's loss."""
 
     def __init__(
-        self, denoiser: LatentDenoiser, betas: torch.Tensor, p_uncond: float = 0.1
+        self, denoiser: LatentDenoiser, betas: torch.Tensor, p_uncond: float = 0.1, skip: str = "gaussian"
     ) -> None:
         super().__init__()
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.dim() != 1 or not ((betas > 0) & (betas < 1)).all():
             raise ValueError("betas must be a 1-D tensor with every value in (0, 1)")
+        if skip not in SKIPS:
+            raise ValueError(f"skip must be one of {', '.join(SKIPS)}, got {skip!r}")
         if not 0.0 <= p_uncond < 1.0:
             raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond}")
         self.denoiser = denoiser
@@ -87,6 +99,10 @@ class LatentDiffusion(nn.Module):
         self.register_buffer("mean", torch.zeros(denoiser.channels))
         self.register_buffer("std", torch.ones(denoiser.channels))
         self.register_buffer("clip", torch.tensor(1.0))
+        self.composer_skip = skip == "composer"
+        if self.composer_skip:  # rows: each label's Gaussian of normalised latents; the null row N(0, I)
+            self.register_buffer("class_mean", torch.zeros(denoiser.classes + 1, denoiser.channels))
+            self.register_buffer("class_var", torch.ones(denoiser.classes + 1, denoiser.channels))
 
     @property
     def timesteps(self) -> int:
@@ -118,6 +134,18 @@ class LatentDiffusion(nn.Module):
         self.std.copy_(std)
         self.clip.fill_(clip)
 
+    def set_class_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Store each composer label's per-dimension mean and variance (classes, D) of the normalised
+        training latents, for the "composer" skip; the null token's row stays N(0, I)."""
+        if not self.composer_skip:
+            raise ValueError("this model's skip is 'gaussian': it has no composer statistics")
+        mean, var = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(var, dtype=torch.float32)
+        shape = (self.null, self.latent_dim)
+        if mean.shape != shape or var.shape != shape or not (var > 0).all() or not mean.isfinite().all():
+            raise ValueError(f"class stats must be {shape} with finite means and variances > 0")
+        self.class_mean[: self.null] = mean
+        self.class_var[: self.null] = var
+
     def normalise(self, z: torch.Tensor) -> torch.Tensor:
         """x = (z - mu) / sigma per dimension: what the network sees."""
         return (z - self.mean) / self.std
@@ -128,9 +156,17 @@ class LatentDiffusion(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Predicted noise for normalised x_t (B, L, D) at timesteps t (B,) and labels (B,):
-        eps = sqrt(1 - ab_t) x_t + F(x_t, t, label), the network F learning the residual."""
-        skip = (1.0 - self.alphas_cumprod[t]).sqrt().to(x_t.dtype)[:, None, None]
-        return skip * x_t + self.denoiser(x_t, t, label)
+        eps = skip(x_t, t, label) + F(x_t, t, label), the network F learning the residual."""
+        return self.skip(x_t, t, label) + self.denoiser(x_t, t, label)
+
+    def skip(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """E[eps | x_t] were x0 ~ N(m, diag s^2): sqrt(1 - ab_t) (x_t - sqrt(ab_t) m) / (ab_t s^2 + 1 - ab_t),
+        with (m, s^2) the label's Gaussian ("composer" skip) or (0, 1) ("gaussian": sqrt(1 - ab_t) x_t)."""
+        ab = self.alphas_cumprod[t].to(x_t.dtype)[:, None, None]
+        if not self.composer_skip:
+            return (1.0 - ab).sqrt() * x_t
+        mean, var = self.class_mean[label][:, None, :], self.class_var[label][:, None, :]
+        return (1.0 - ab).sqrt() * (x_t - ab.sqrt() * mean) / (ab * var + 1.0 - ab)
 
     def drop_labels(self, label: torch.Tensor) -> torch.Tensor:
         """Each label replaced by the null token with probability p_uncond (batch-split invariant)."""
@@ -204,4 +240,4 @@ def build_latent_diffusion(cfg: LatentConfig, latent_dim: int, classes: int) -> 
     if cfg.windows < 1 or latent_dim < 1 or classes < 1:
         raise ValueError(f"need windows, latent_dim and classes >= 1, got {cfg.windows}, {latent_dim}, {classes}")
     betas = torch.from_numpy(make_betas(cfg.schedule, cfg.timesteps))
-    return LatentDiffusion(LatentDenoiser(cfg, latent_dim, classes), betas, cfg.p_uncond)
+    return LatentDiffusion(LatentDenoiser(cfg, latent_dim, classes), betas, cfg.p_uncond, cfg.skip)
