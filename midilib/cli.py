@@ -50,7 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.model == "latent":
         return _train_latent(args)
     for name, value in (("--vae", args.vae), ("--windows", args.windows), ("--min-pieces", args.min_pieces),
-                        ("--skip", args.skip)):
+                        ("--skip", args.skip), ("--min-snr", args.min_snr)):
         if value is not None:
             raise CliError(f"{name} is a latent setting, not one of {args.model!r}")
     result = train_model(
@@ -88,6 +88,7 @@ def _train_latent(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, batch_size=args.batch_size, max_minutes=args.max_minutes,
         precision=args.precision, schedule=args.schedule, device=args.device, seed=args.seed,
         resume=args.resume, reuse=False, progress=not args.quiet, min_pieces=args.min_pieces, skip=args.skip,
+        min_snr=args.min_snr,
     )
     if not world().main:
         return 0
@@ -403,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "into 'other' (default: the profile's: 10 at default, 2 at smoke)")
     p.add_argument("--skip", choices=("composer", "gaussian"), default=None,
                    help="latent only: the denoiser's skip, each composer's Gaussian (default) or N(0, I)")
+    p.add_argument("--min-snr", type=float, default=None, metavar="GAMMA",
+                   help="latent only: weigh the loss by min(SNR, GAMMA) / SNR (default 5; 0: the plain ε-MSE)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("generate", help="generate windows with a trained run")

@@ -244,6 +244,7 @@ def resolve_latent_config(
     profile: str, windows: int | None = None, schedule: str | None = None, epochs: int | None = None,
     max_steps: int | None = None, batch_size: int | None = None, max_minutes: float | None = None,
     precision: str | None = None, min_pieces: int | None = None, skip: str | None = None,
+    min_snr: float | None = None,
 ) -> tuple[LatentConfig, TrainConfig]:
     """The profile's LatentConfig and TrainConfig with the options given, checked."""
     prof = get_profile(profile)
@@ -251,7 +252,9 @@ def resolve_latent_config(
                         ("--batch-size", batch_size), ("--min-pieces", min_pieces)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    cfg = override(prof.latent, windows=windows, schedule=schedule, min_pieces=min_pieces, skip=skip)
+    if min_snr is not None and not 0 <= min_snr < float("inf"):
+        raise ValueError(f"--min-snr must be >= 0 and finite (0: the plain ε-MSE), got {min_snr}")
+    cfg = override(prof.latent, windows=windows, schedule=schedule, min_pieces=min_pieces, skip=skip, min_snr=min_snr)
     if cfg.schedule not in ("linear", "cosine"):
         raise ValueError(f"--schedule must be linear or cosine, got {cfg.schedule!r}")
     if cfg.skip not in SKIPS:
@@ -266,14 +269,15 @@ def train_latent(
     epochs: int | None = None, max_steps: int | None = None, batch_size: int | None = None,
     max_minutes: float | None = None, precision: str | None = None, schedule: str | None = None,
     device: str = "auto", seed: int = 0, resume: bool = False, reuse: bool = True, progress: bool = True,
-    min_pieces: int | None = None, skip: str | None = None,
+    min_pieces: int | None = None, skip: str | None = None, min_snr: float | None = None,
 ) -> dict:
     """Train latent diffusion on the VAE latents of DIR's train split into RUN; returns metrics.json's
     content (final training row; with a valid split, the valid loss with and without composers).
 
     `min_pieces`: the training pieces a composer needs to be a class of its own (default: the
     profile's `latent.min_pieces`; a small corpus needs fewer to have two composers or more).
-    `skip`: "composer" (the profiles') or "gaussian" (`diffusion.latent_model`).
+    `skip`: "composer" (the profiles') or "gaussian"; `min_snr`: the loss weighting's gamma, 0 for
+    the plain ε-MSE (`diffusion.latent_model`).
     A finished run with the same config (VAE digest, data key, K, vocabulary, sizes) is reused.
     """
     from midilib import distributed
@@ -281,7 +285,7 @@ def train_latent(
     from midilib.train import fit, normalized, resolve_device, seed_everything
 
     cfg, train_cfg = resolve_latent_config(profile, windows, schedule, epochs, max_steps, batch_size,
-                                           max_minutes, precision, min_pieces, skip)
+                                           max_minutes, precision, min_pieces, skip, min_snr)
     vae_run, data_dir, out = Path(vae_run), Path(data_dir), Path(out)
     loaded = load_vae(vae_run, device)  # encodes on the training device
     _, vae_config, digest = loaded

@@ -445,15 +445,16 @@ class PieceProbe:
         return dict(sorted(zip(names.tolist(), counts.tolist()), key=lambda kv: (-kv[1], kv[0])))
 
 
-def piece_probe(run: Any, folds: int = 5, seed: int = 0) -> PieceProbe:
-    """A probe of the latent run's composers on the real pieces of K windows of every split
-    (features: `piece_features`, read from the run's cached latents), cross-validated by
-    recording (`probe.cross_validate`), then fitted on all of them."""
+def piece_probe(run: Any, folds: int = 5, seed: int = 0, splits: Sequence[str] | None = None) -> PieceProbe:
+    """A probe of the latent run's composers on the real pieces of K windows of every split (or of
+    `splits`: a choice made on the validation split leaves the test pieces out) (features:
+    `piece_features`, read from the run's cached latents), cross-validated by recording
+    (`probe.cross_validate`), then fitted on all of them."""
     from midilib import corpus, probe
     from midilib.latent import composer_labels
     from midilib.prepare import load_manifest
 
-    seqs = run.sequences()
+    seqs = {s: q for s, q in run.sequences().items() if splits is None or s in splits}
     manifest = load_manifest(run.config["data"])
     features = np.concatenate([s.latents.mean(axis=1) for s in seqs.values()]).astype(np.float64)
     composers = np.concatenate([s.composer for s in seqs.values()])

@@ -97,6 +97,9 @@ class LatentConfig:
     # composer's own Gaussian N(m_c, diag s_c^2) (the null token keeps N(0, I)), so the label has a
     # path that does not wait to be learnt (midilib.diffusion.latent_model)
     skip: str = "composer"
+    # the training loss weighs noise level t by min(SNR_t, gamma) / SNR_t (Hang et al. 2023, "min-SNR"),
+    # normalised to mean 1 over t; 0: the plain epsilon-MSE (midilib.diffusion.latent_model)
+    min_snr: float = 5.0
 
 
 @dataclass(frozen=True)

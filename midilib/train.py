@@ -417,7 +417,8 @@ def normalized(config: dict) -> dict:
     Runs made before `precision` existed trained under bf16 autocast on CUDA; VAE runs
     made before `value_weight`, `value_head`, `free_bits` and `beta_max` weighed a softplus
     MSE by 1 with no free bits and beta rising to 0.1; diffusion runs made before
-    `pitch_code` coded pitch linearly; latent runs made before `skip` skipped over N(0, I).
+    `pitch_code` coded pitch linearly; latent runs made before `skip` skipped over N(0, I), and before `min_snr`
+    trained on the plain ε-MSE.
     """
     config = dict(config)
     if "train" in config and "precision" not in config["train"]:
@@ -432,7 +433,7 @@ def normalized(config: dict) -> dict:
 _LEGACY = {
     "vae": {"value_weight": 1.0, "value_head": "mse", "value_bins": 64, "free_bits": 0.0, "beta_max": 0.1},
     "ddpm": {"pitch_code": "linear"},
-    "latent": {"skip": "gaussian"},
+    "latent": {"skip": "gaussian", "min_snr": 0.0},
 }
 
 

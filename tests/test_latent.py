@@ -324,12 +324,13 @@ def test_runs_made_before_the_composer_skip_load_as_gaussian(latent_run, tmp_pat
     old = tmp_path / "old"
     shutil.copytree(latent_run, old)
     ckpt = load_checkpoint(old)
-    del ckpt["config"]["latent"]["skip"]
+    del ckpt["config"]["latent"]["skip"], ckpt["config"]["latent"]["min_snr"]
     ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("class_")}
     torch.save(ckpt, old / "checkpoint.pt")
     assert normalized(ckpt["config"])["latent"]["skip"] == "gaussian"
+    assert normalized(ckpt["config"])["latent"]["min_snr"] == 0.0
     lrun = latent.load_latent(old)
-    assert not lrun.model.composer_skip
+    assert not lrun.model.composer_skip and (lrun.model.loss_weight == 1).all()
     assert np.isfinite(latent.generate_pieces(lrun, 2, steps=3, seed=0)).all()
 
 
@@ -343,3 +344,48 @@ def test_pieces_decode_at_the_temperature_chosen_on_the_validation_files(latent_
     modes = latent.generate_pieces(lrun, 3, steps=3, seed=2, temperature=0.0)
     drawn = latent.generate_pieces(lrun, 3, steps=3, seed=2, temperature=1.0)
     assert not np.array_equal(modes, drawn)  # a draw is not the mode
+
+
+def test_the_training_loss_weighs_noise_levels_by_min_snr():
+    from midilib.diffusion.latent_model import build_latent_diffusion
+    from midilib.diffusion.schedulers import add_noise
+    from midilib.profiles import LatentConfig
+
+    cfg = LatentConfig(windows=2, width=16, depth=1, heads=2, timesteps=100, min_snr=5.0)
+    model = build_latent_diffusion(cfg, 3, 2)
+    ab = model.alphas_cumprod.double()
+    snr = ab / (1 - ab)
+    w = torch.clamp(snr, max=5.0) / snr
+    torch.testing.assert_close(model.loss_weight.double(), w / w.mean(), rtol=1e-5, atol=1e-6)
+    assert model.loss_weight[0] < 0.1 < model.loss_weight[-1]  # clean levels count less, noisy ones more
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(6, 2, 3, generator=gen), torch.randn(6, 2, 3, generator=gen)
+    t, label = torch.tensor([0, 5, 20, 50, 80, 99]), torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        weighted, plain = model.weighted_loss(x0, label, t, noise)
+        per = ((model(add_noise(model.alphas_cumprod, x0, noise, t), t, label) - noise) ** 2).mean(dim=(1, 2))
+    torch.testing.assert_close(weighted, (model.loss_weight[t] * per).mean())
+    torch.testing.assert_close(plain, model.loss(x0, label, t, noise))
+    flat = build_latent_diffusion(LatentConfig(windows=2, width=16, depth=1, heads=2, timesteps=100, min_snr=0.0), 3, 2)
+    assert (flat.loss_weight == 1).all()
+    with pytest.raises(ValueError, match="min_snr"):
+        build_latent_diffusion(LatentConfig(windows=2, width=16, depth=1, heads=2, timesteps=100, min_snr=-1.0), 3, 2)
+
+
+def test_design_choices_are_scored_on_the_validation_pieces(vae_run, data_dir, tmp_path):
+    from midilib import latent_choices
+
+    variants = {"blind": {"skip": "gaussian", "min_snr": 0.0}, "composer": {"skip": "composer", "min_snr": 5.0}}
+    table = latent_choices.choose(vae_run, data_dir, "smoke", tmp_path, variants, n=4, n_guided=2, min_pieces=2)
+    assert list(table.index) == ["blind", "composer", "real: validation pieces (lower ends)"]
+    assert json.loads((tmp_path / "blind" / "config.json").read_text())["latent"]["skip"] == "gaussian"
+    assert json.loads((tmp_path / "composer" / "config.json").read_text())["latent"]["min_snr"] == 5.0
+    for name in ("blind", "composer"):
+        row = table.loc[name]
+        assert row.valid_loss > 0 and 0 <= row.named_unguided <= 1 and 0 <= row.named_W2 <= 1
+        assert row.pitch_consistency_lo <= row.pitch_consistency <= row.pitch_consistency_hi
+    assert (table.loc["real: validation pieces (lower ends)", ["pitch_consistency", "duration_variance"]] < 1).all()
+    text = latent_choices.markdown(table, "corpus", "this machine")
+    assert text.count("\n| ") == 4 and "| blind | " in text and "named_W2" in text
+    again = latent_choices.choose(vae_run, data_dir, "smoke", tmp_path, variants, n=4, n_guided=2, min_pieces=2)
+    pd.testing.assert_frame_equal(table, again)  # runs reused, the scores deterministic

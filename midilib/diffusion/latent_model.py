@@ -9,6 +9,14 @@ buffers, so the checkpoint carries them), trained with the simple DDPM loss
     L = E_{x0, c, t, eps} || eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t, c) ||^2,
 
 where the noising is `midilib.diffusion.schedulers.add_noise` (the one copy of q(x_t | x0)).
+Training weighs each noise level by min-SNR-gamma (Hang et al. 2023, `min_snr` = gamma > 0),
+
+    L_w = E[ w(t) || eps - eps_theta ||^2 ],   w(t) = min(SNR_t, gamma) / SNR_t / E_t[min(SNR_t, gamma) / SNR_t],
+
+SNR_t = ab_t / (1 - ab_t): the nearly clean levels, where eps is hard to tell from x_t and
+nothing long-range is decided, count less; the normaliser is the mean over all t, a constant,
+so the weights do not depend on how a batch is split. `loss` stays the plain epsilon-MSE
+(the held-out losses are comparable across weightings); `weighted_loss` is what trains.
 
 Two things keep sampling stable. The first steps estimate
 x0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t), which magnifies any error in eps by
@@ -82,7 +90,8 @@ class LatentDiffusion(nn.Module):
     """Noise schedule + normalisation + `LatentDenoiser`, with the trainer's loss."""
 
     def __init__(
-        self, denoiser: LatentDenoiser, betas: torch.Tensor, p_uncond: float = 0.1, skip: str = "gaussian"
+        self, denoiser: LatentDenoiser, betas: torch.Tensor, p_uncond: float = 0.1, skip: str = "gaussian",
+        min_snr: float = 0.0,
     ) -> None:
         super().__init__()
         betas = torch.as_tensor(betas, dtype=torch.float64)
@@ -90,12 +99,19 @@ class LatentDiffusion(nn.Module):
             raise ValueError("betas must be a 1-D tensor with every value in (0, 1)")
         if skip not in SKIPS:
             raise ValueError(f"skip must be one of {', '.join(SKIPS)}, got {skip!r}")
+        if not 0.0 <= min_snr < float("inf"):
+            raise ValueError(f"min_snr must be >= 0 and finite (0: unweighted), got {min_snr}")
         if not 0.0 <= p_uncond < 1.0:
             raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond}")
         self.denoiser = denoiser
         self.p_uncond = float(p_uncond)
         self.register_buffer("betas", betas.float())
         self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, 0).float())
+        ab = torch.cumprod(1.0 - betas, 0)
+        snr = ab / (1.0 - ab)
+        weight = torch.clamp(snr, max=min_snr) / snr if min_snr > 0 else torch.ones_like(snr)
+        self.min_snr = float(min_snr)
+        self.register_buffer("loss_weight", (weight / weight.mean()).float(), persistent=False)
         self.register_buffer("mean", torch.zeros(denoiser.channels))
         self.register_buffer("std", torch.ones(denoiser.channels))
         self.register_buffer("clip", torch.tensor(1.0))
@@ -179,18 +195,27 @@ class LatentDiffusion(nn.Module):
         """|| eps - eps_theta(x_t, t, label) ||^2 averaged, x_t = q(x_t | x0) with the given noise."""
         return F.mse_loss(self(add_noise(self.alphas_cumprod, x0, noise, t), t, label), noise)
 
+    def weighted_loss(
+        self, x0: torch.Tensor, label: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the training objective: mean over the batch of w(t) times each sequence's epsilon-MSE,
+        the plain epsilon-MSE of the same batch); w is all ones when min_snr is 0."""
+        per = ((self(add_noise(self.alphas_cumprod, x0, noise, t), t, label) - noise) ** 2).mean(dim=(1, 2))
+        return (self.loss_weight[t] * per).mean(), per.mean()
+
     def training_loss(
         self, batch: torch.Tensor, epoch: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The simple DDPM loss on a packed batch (B, K, D + 1) (`pack`), labels dropped to the
-        null token with probability p_uncond; logs the loss and the share of null labels."""
+        """The (min-SNR weighted) DDPM loss on a packed batch (B, K, D + 1) (`pack`), labels dropped
+        to the null token with probability p_uncond; logs the plain epsilon-MSE and the share of
+        null labels."""
         z, label = unpack(batch, self.latent_dim)
         x0 = self.normalise(z)
         used = self.drop_labels(label)
         t = distributed.randint(self.timesteps, (x0.shape[0],), device=x0.device)
         noise = distributed.randn_like(x0)
-        loss = self.loss(x0, used, t, noise)
-        return loss, {"mse": loss.detach(), "uncond": (used == self.null).float().mean().detach()}
+        loss, mse = self.weighted_loss(x0, used, t, noise)
+        return loss, {"mse": mse.detach(), "uncond": (used == self.null).float().mean().detach()}
 
 
 def pack(latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -240,4 +265,4 @@ def build_latent_diffusion(cfg: LatentConfig, latent_dim: int, classes: int) -> 
     if cfg.windows < 1 or latent_dim < 1 or classes < 1:
         raise ValueError(f"need windows, latent_dim and classes >= 1, got {cfg.windows}, {latent_dim}, {classes}")
     betas = torch.from_numpy(make_betas(cfg.schedule, cfg.timesteps))
-    return LatentDiffusion(LatentDenoiser(cfg, latent_dim, classes), betas, cfg.p_uncond, cfg.skip)
+    return LatentDiffusion(LatentDenoiser(cfg, latent_dim, classes), betas, cfg.p_uncond, cfg.skip, cfg.min_snr)
