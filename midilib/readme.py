@@ -180,12 +180,14 @@ def latent_markdown(figures: str | Path) -> str:
     def score(name: str, m: str) -> str:
         return f"{_f(r[m][name])} [{_f(r[m + '_lo'][name])}, {_f(r[m + '_hi'][name])}]"
 
+    loss = f"min-SNR-{r['min_snr']:g} loss" if r.get("min_snr") else "plain ε-MSE"
     inside = [m for m in SELF_SIMILARITY if r[m][ld] >= r[m + "_lo"][real]]
     nearer = {b: [m for m in SELF_SIMILARITY if r[m][ld] > r[m][b]] for b in (LP.SHUFFLED, LP.WALK)}
     lines = [
         f"* **latent diffusion** (issue 14; {r['parameters']:,} parameters, {r['epochs']} epochs in "
         f"{r['train_seconds']:.0f} s; sequences of K = {r['K']} windows of D = {r['latent_dim']} latents; "
-        f"{r.get('skip', 'gaussian')} skip; VAE-decoded rows drawn at T = {r.get('temperature', 0):g}, chosen on the validation "
+        f"{r.get('skip', 'gaussian')} skip, "
+        f"{loss}; VAE-decoded rows drawn at T = {r.get('temperature', 0):g}, chosen on the validation "
         f"files): {r['n_pieces']} pieces per set against every real test piece of {r['K']} windows; FD∞ of "
         f"4-window clips {score(ld, 'fd_clips')} (real training pieces {score(LP.TRAIN, 'fd_clips')}, shuffled "
         f"windows {score(LP.SHUFFLED, 'fd_clips')}); whole-piece scale consistency {score(ld, 'scale_consistency')} "

@@ -90,7 +90,7 @@ def test_latent_targets_say_yes_only_where_the_measurement_meets_them(tmp_path):
 
     sets = [LP.REAL, LP.TRAIN, LP.SHUFFLED, LP.WALK, LP.LATENT]
     record = {"K": 16, "latent_dim": 128, "parameters": 1000, "epochs": 10, "train_seconds": 60.0, "n_pieces": 8,
-              "skip": "composer", "temperature": 0.8}
+              "skip": "composer", "min_snr": 5.0, "temperature": 0.8}
     values = {  # per metric: real, train, shuffled, walk, latent
         "pitch_consistency": [1.0, 0.99, 0.90, 0.97, 0.975], "pitch_variance": [1.0, 0.9, 0.3, 0.5, 0.6],
         "duration_consistency": [1.0, 0.97, 0.9, 0.98, 0.95], "duration_variance": [1.0, 0.8, 0.3, 0.2, 0.9],
@@ -113,5 +113,5 @@ def test_latent_targets_say_yes_only_where_the_measurement_meets_them(tmp_path):
     assert "shuffled windows on 4 of 4 scores (**yes**), than the VAE random walk on 3 of 4 (no)" in text
     assert "(above the majority, the interval's lower end too: **yes**)" in text
     assert "best W = 1, 1.9× unguided (≥ 2×: no)" in text  # 0.25 / 0.13
-    assert "composer skip; VAE-decoded rows drawn at T = 0.8" in text
+    assert "composer skip, min-SNR-5 loss; VAE-decoded rows drawn at T = 0.8" in text
     assert readme.latent_markdown(tmp_path / "nothing") == ""
