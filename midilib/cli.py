@@ -94,7 +94,7 @@ def _train_latent(args: argparse.Namespace) -> int:
         return 0
     final = result["final"]
     line = (f"latent: {result['parameters']:,} parameters, {result['sequences']['train']} training sequences; "
-            f"epoch {final.get('epoch')} loss {final.get('loss', float('nan')):.4f}")
+            f"epoch {final.get('epoch')} ε-MSE {final.get('mse', float('nan')):.4f}")
     if "valid_loss" in result:
         line += f"; valid loss {result['valid_loss']:.4f} ({result['valid_loss_uncond']:.4f} without composer)"
     print(line + f" -> {args.out}")

@@ -334,7 +334,7 @@ def train_latent(
 def decode_temperature(vae_run: str | Path, data_dir: str | Path, profile: str) -> float:
     """The VAE's decoding temperature, chosen on the validation files as notebook 03 chooses it
     (`runs.prior_temperature` over the profile's `eval.n_generate` windows; its samples are
-    cached in the VAE run, so after notebook 03 this is a lookup). Decoding at the mode
+    cached in the VAE run, so after notebook 03 only their scoring runs again). Decoding at the mode
     (T = 0) plays every window's most likely gap and duration: on the GiantMIDI sample the
     round trip of real test pieces then keeps 0.15 of their duration variance score, 0.84 at
     T = 0.8 (notebook 07)."""
@@ -530,7 +530,7 @@ def infill(
     eta: float = 0.0, device: str = "auto", temperature: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Windows start..stop-1 of real latent sequences (L, D) or (n, L, D) regenerated with the
-    rest fixed -> (pieces (n, L * 8, 4) decoded by the VAE, latents (n, L, D): the kept ones exact)."""
+    rest fixed -> (pieces (n, L * 8, 4) decoded by the VAE at `temperature` (None: the run's), latents (n, L, D): the kept ones exact)."""
     run = load_latent(run, device)
     z = np.asarray(latents, dtype=np.float32)
     z = z[None] if z.ndim == 2 else z

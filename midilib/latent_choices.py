@@ -49,11 +49,13 @@ def choose(
 ) -> pd.DataFrame:
     """One row per variant (index "variant"): the scores above, each self-similarity score and FD∞
     with its 95% interval (`_lo`/`_hi`), plus the validation pieces' own lower ends (row
-    "real: validation pieces"). Runs already trained with the same configuration are reused."""
+    "real: validation pieces (lower ends)"). Runs already trained with the same configuration are reused."""
     from midilib import latent
     from midilib import long_pieces as LP
     from midilib.prepare import load_prepared
 
+    if not variants or len({_slug(name) for name in variants}) != len(variants):
+        raise ValueError("need at least one variant, and variant names that differ in their run folders")
     data = load_prepared(data_dir)
     if not len(getattr(data, "valid", ())):
         raise ValueError(f"{data_dir}: no validation split to choose on (prepare with --valid-fraction > 0)")

@@ -255,6 +255,11 @@ def test_bad_latent_inputs_are_one_line_errors(latent_run, vae_run, data_dir, tm
          "--min-pieces is a latent setting"),
         ([*train, "--vae", str(vae_run), "--min-pieces", "0"], "--min-pieces must be >= 1"),
         ([*gen, "--sampler", "ddpm", "--eta", "0.5"], "--eta is a DDIM setting"),
+        (["train", "ddpm", "--data", str(data_dir), "--out", str(tmp_path / "v"), "--skip", "gaussian"],
+         "--skip is a latent setting"),
+        (["train", "vae", "--data", str(data_dir), "--out", str(tmp_path / "v"), "--min-snr", "1"],
+         "--min-snr is a latent setting"),
+        ([*train, "--vae", str(vae_run), "--min-snr", "-1"], "--min-snr must be >= 0"),
     ]
     for argv, needle in cases:
         assert main(argv) == 2, argv
@@ -334,16 +339,23 @@ def test_runs_made_before_the_composer_skip_load_as_gaussian(latent_run, tmp_pat
     assert np.isfinite(latent.generate_pieces(lrun, 2, steps=3, seed=0)).all()
 
 
-def test_pieces_decode_at_the_temperature_chosen_on_the_validation_files(latent_run):
-    lrun = latent.load_latent(latent_run)
+def test_pieces_decode_at_the_temperature_chosen_on_the_validation_files(latent_run, vae_run, data_dir, tmp_path):
+    import shutil
+
     metrics = json.loads((latent_run / "metrics.json").read_text())
-    assert metrics["temperature"] in (0.0, 0.5, 0.8, 1.0) and lrun.temperature == metrics["temperature"]
+    assert metrics["temperature"] == latent.decode_temperature(vae_run, data_dir, "smoke")  # 03's choice
+    assert metrics["temperature"] in (0.0, 0.5, 0.8, 1.0)
+    warm = tmp_path / "warm"  # the same run, as if T = 0.5 had been chosen
+    shutil.copytree(latent_run, warm)
+    (warm / "metrics.json").write_text(json.dumps({**metrics, "temperature": 0.5}))
+    lrun = latent.load_latent(warm)
+    assert lrun.temperature == 0.5
     default = latent.generate_pieces(lrun, 3, steps=3, seed=2)
-    np.testing.assert_array_equal(default, latent.generate_pieces(lrun, 3, steps=3, seed=2,
-                                                                  temperature=lrun.temperature))
-    modes = latent.generate_pieces(lrun, 3, steps=3, seed=2, temperature=0.0)
-    drawn = latent.generate_pieces(lrun, 3, steps=3, seed=2, temperature=1.0)
-    assert not np.array_equal(modes, drawn)  # a draw is not the mode
+    np.testing.assert_array_equal(default, latent.generate_pieces(lrun, 3, steps=3, seed=2, temperature=0.5))
+    assert not np.array_equal(default, latent.generate_pieces(lrun, 3, steps=3, seed=2, temperature=0.0))
+    out = latent.generate_latent(warm, 2, tmp_path / "g", steps=3, seed=2, progress=False)
+    np.testing.assert_array_equal(out["samples"], latent.generate_pieces(lrun, 2, steps=3, seed=2, temperature=0.5))
+    assert json.loads((tmp_path / "g" / "generate.json").read_text())["temperature"] == 0.5
 
 
 def test_the_training_loss_weighs_noise_levels_by_min_snr():

@@ -178,11 +178,11 @@ class LatentDiffusion(nn.Module):
     def skip(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """E[eps | x_t] were x0 ~ N(m, diag s^2): sqrt(1 - ab_t) (x_t - sqrt(ab_t) m) / (ab_t s^2 + 1 - ab_t),
         with (m, s^2) the label's Gaussian ("composer" skip) or (0, 1) ("gaussian": sqrt(1 - ab_t) x_t)."""
-        ab = self.alphas_cumprod[t].to(x_t.dtype)[:, None, None]
+        ab = self.alphas_cumprod[t][:, None, None]  # float32: 1 - ab_t is lost in bf16 at small t
         if not self.composer_skip:
-            return (1.0 - ab).sqrt() * x_t
+            return ((1.0 - ab).sqrt() * x_t).to(x_t.dtype)
         mean, var = self.class_mean[label][:, None, :], self.class_var[label][:, None, :]
-        return (1.0 - ab).sqrt() * (x_t - ab.sqrt() * mean) / (ab * var + 1.0 - ab)
+        return ((1.0 - ab).sqrt() * (x_t - ab.sqrt() * mean) / (ab * var + 1.0 - ab)).to(x_t.dtype)
 
     def drop_labels(self, label: torch.Tensor) -> torch.Tensor:
         """Each label replaced by the null token with probability p_uncond (batch-split invariant)."""
