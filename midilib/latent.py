@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -390,10 +391,10 @@ class LatentRun:
     def windows(self) -> int:
         return int(self.config["latent"]["windows"])
 
-    @property
+    @cached_property
     def temperature(self) -> float:
         """The VAE decoding temperature chosen on the validation files at training time
-        (`decode_temperature`; 0, the mode, for a run without a validation split)."""
+        (`decode_temperature`; 0, the mode, for a run without a validation split); read once."""
         path = self.path / "metrics.json"
         return float(json.loads(path.read_text()).get("temperature", 0.0)) if path.exists() else 0.0
 

@@ -55,7 +55,6 @@ Training batches carry the composer id as an extra channel (`pack`): the trainer
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from midilib import distributed
@@ -106,8 +105,8 @@ class LatentDiffusion(nn.Module):
         self.denoiser = denoiser
         self.p_uncond = float(p_uncond)
         self.register_buffer("betas", betas.float())
-        self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, 0).float())
         ab = torch.cumprod(1.0 - betas, 0)
+        self.register_buffer("alphas_cumprod", ab.float())
         snr = ab / (1.0 - ab)
         weight = torch.clamp(snr, max=min_snr) / snr if min_snr > 0 else torch.ones_like(snr)
         self.min_snr = float(min_snr)
@@ -192,8 +191,9 @@ class LatentDiffusion(nn.Module):
     def loss(
         self, x0: torch.Tensor, label: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        """|| eps - eps_theta(x_t, t, label) ||^2 averaged, x_t = q(x_t | x0) with the given noise."""
-        return F.mse_loss(self(add_noise(self.alphas_cumprod, x0, noise, t), t, label), noise)
+        """|| eps - eps_theta(x_t, t, label) ||^2 averaged, x_t = q(x_t | x0) with the given noise
+        (`weighted_loss`'s plain part)."""
+        return self.weighted_loss(x0, label, t, noise)[1]
 
     def weighted_loss(
         self, x0: torch.Tensor, label: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
