@@ -402,10 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-pieces", type=int, default=None, metavar="N",
                    help="latent only: training pieces a composer needs to be a class of its own; fewer fold "
                         "into 'other' (default: the profile's: 10 at default, 2 at smoke)")
-    p.add_argument("--skip", choices=("composer", "gaussian"), default=None,
-                   help="latent only: the denoiser's skip, each composer's Gaussian (default) or N(0, I)")
+    p.add_argument("--skip", choices=("sequence", "composer", "gaussian"), default=None,
+                   help="latent only: the denoiser's skip: each composer's Gaussian over the whole sequence "
+                        "(default), over one window at a time, or N(0, I)")
     p.add_argument("--min-snr", type=float, default=None, metavar="GAMMA",
-                   help="latent only: weigh the loss by min(SNR, GAMMA) / SNR (default 5; 0: the plain ε-MSE)")
+                   help="latent only: weigh the loss by min(SNR, GAMMA) / SNR (default 0: the plain ε-MSE)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("generate", help="generate windows with a trained run")

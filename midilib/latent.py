@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from midilib.atomic import atomic_write
-from midilib.diffusion.latent_model import SKIPS, Guided, LatentDiffusion, pack
+from midilib.diffusion.latent_model import SKIPS, Guided, LatentDiffusion, SequenceStats, pack
 from midilib.models import eval_mode
 from midilib.prepare import SPLITS, data_key, load_manifest
 from midilib.profiles import LatentConfig, TrainConfig, get_profile, override
@@ -238,6 +238,57 @@ def class_stats(
     return out_mean.astype(np.float32), out_var.astype(np.float32)
 
 
+def sequence_stats(
+    train: Sequences, labels: np.ndarray, classes: int, mean: np.ndarray, std: np.ndarray, rank: int = 128,
+    prior: float | None = None,
+) -> SequenceStats:
+    """The "sequence" skip's Gaussians (`diffusion.latent_model.SequenceStats`) of the normalised
+    training latents x = (z - mean) / std, float64 sums:
+
+    - per label, the mean m_c (classes, D) (a label without sequences gets 0);
+    - V (D, P), P = min(rank, D): the top-P eigenvectors of the covariance of x;
+    - lag covariances over every pair of windows l apart within a sequence, in V's coordinates y,
+      C(l) = sum_{n, k} y_{n,k} y_{n,k+l}^T / (N (K - l)), l = 0 .. K - 1: `within` (classes, K, P, P),
+      label c's with y = V^T (x - m_c) over its N_c sequences, shrunk towards the pooled one of all labels
+      as (N_c C_c + p C_pooled) / (N_c + p), p = `prior` sequences (default D: a label's own weighs
+      half once it has as many sequences as dimensions), and `around` (K, P, P) with y = V^T x over
+      all sequences (the null token's, around 0);
+    - `resid`: each label's variance per dimension off V's span (shrunk alike; the null token's last;
+      1 where P = D)."""
+    x = (train.latents.astype(np.float64) - mean) / std
+    k, dim = x.shape[1], x.shape[-1]
+    prior = float(dim if prior is None else prior)
+    if not prior > 0 or rank < 1:
+        raise ValueError(f"need prior > 0 and rank >= 1, got {prior} and {rank}")
+    rank = min(rank, dim)
+    flat = x.reshape(-1, dim)
+    _, vectors = np.linalg.eigh(flat.T @ flat / len(flat))
+    basis = vectors[:, ::-1][:, :rank]
+
+    def lags(y: np.ndarray) -> np.ndarray:
+        return np.stack([np.einsum("nkd,nke->de", y[:, : k - lag], y[:, lag:]) / (len(y) * (k - lag))
+                         for lag in range(k)])
+
+    def off_span(y: np.ndarray) -> float:  # mean square per dimension off V's span
+        return float(((y - (y @ basis) @ basis.T) ** 2).sum(-1).mean() / (dim - rank)) if rank < dim else 1.0
+
+    class_mean = np.zeros((classes, dim))
+    for c in range(classes):
+        if (labels == c).any():
+            class_mean[c] = x[labels == c].reshape(-1, dim).mean(0)
+    centred = x - class_mean[labels][:, None, :]
+    pooled, pooled_resid = lags(centred @ basis), off_span(centred)
+    within, resid = np.empty((classes, k, rank, rank)), np.empty(classes + 1)
+    for c in range(classes):
+        n_c = int((labels == c).sum())
+        own = centred[labels == c]
+        within[c] = (n_c * lags(own @ basis) + prior * pooled) / (n_c + prior) if n_c else pooled
+        resid[c] = (n_c * off_span(own) + prior * pooled_resid) / (n_c + prior) if n_c else pooled_resid
+    resid[classes] = off_span(x)
+    return SequenceStats(class_mean.astype(np.float32), basis.astype(np.float32), within.astype(np.float32),
+                         lags(x @ basis).astype(np.float32), np.maximum(resid, 1e-3).astype(np.float32))
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -277,7 +328,7 @@ def train_latent(
 
     `min_pieces`: the training pieces a composer needs to be a class of its own (default: the
     profile's `latent.min_pieces`; a small corpus needs fewer to have two composers or more).
-    `skip`: "composer" (the profiles') or "gaussian"; `min_snr`: the loss weighting's gamma, 0 for
+    `skip`: "sequence" (the profiles'), "composer" or "gaussian"; `min_snr`: the loss weighting's gamma, 0 for
     the plain ε-MSE (`diffusion.latent_model`).
     A finished run with the same config (VAE digest, data key, K, vocabulary, sizes) is reused.
     """
@@ -315,7 +366,10 @@ def train_latent(
     model = build_model("latent", config["latent"], config["data_params"])
     mean, std, clip = normalisation(seqs["train"])
     model.set_stats(torch.from_numpy(mean), torch.from_numpy(std), clip)
-    if model.composer_skip:
+    if model.sequence_skip:
+        model.set_sequence_stats(sequence_stats(seqs["train"], labels["train"], len(vocabulary), mean, std,
+                                                cfg.sequence_rank))
+    elif model.composer_skip:
         model.set_class_stats(*map(torch.from_numpy, class_stats(seqs["train"], labels["train"], len(vocabulary),
                                                                  mean, std)))
     summary = fit(model, train, train_cfg, out, config, seed=seed, device=device, resume=resume, progress=progress)
@@ -502,14 +556,15 @@ def decode_latents(
 ) -> np.ndarray:
     """Latent sequences (n, L, D) -> pieces (n, L * 8, 4): each latent's window by the VAE
     decoder (every value its mode at temperature 0, else drawn at T, seeded; None: the
-    run's `temperature`), the windows concatenated in order."""
-    from midilib.models.vae import decode
+    run's `temperature`; its draws from `models.vae.decode_generator(seed)`, apart from the
+    sampler's, seeded by `seed`), the windows concatenated in order."""
+    from midilib.models.vae import decode, decode_generator
 
     temperature = run.temperature if temperature is None else temperature
     if temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {temperature}")
     n, length, dim = latents.shape
-    windows = decode(run.vae, latents.reshape(n * length, dim), temperature, torch.Generator().manual_seed(seed))
+    windows = decode(run.vae, latents.reshape(n * length, dim), temperature, decode_generator(seed))
     return windows.reshape(n, length * windows.shape[1], 4)
 
 

@@ -169,13 +169,13 @@ def walk_pieces(
     vae: torch.nn.Module, n: int, k: int, scale: float = 0.5, seed: int = 0, temperature: float = 0.0
 ) -> PieceSet:
     """n random walks of k windows (`walk_latents`), decoded in one batch (at `temperature`, its
-    draws seeded by `seed`): at temperature 0 piece i is `models.vae.latent_walk(vae, k, scale,
+    draws from `models.vae.decode_generator(seed)`, apart from walk 0's): at temperature 0 piece i is `models.vae.latent_walk(vae, k, scale,
     seed + i)`, the original study's long piece."""
-    from midilib.models.vae import decode
+    from midilib.models.vae import decode, decode_generator
 
     t0 = time.perf_counter()
     z = walk_latents(vae.cfg.latent, n, k, scale, seed)
-    windows = decode(vae, z.reshape(n * k, -1), temperature, torch.Generator().manual_seed(seed))
+    windows = decode(vae, z.reshape(n * k, -1), temperature, decode_generator(seed))
     return _generated(windows.reshape(n, k * windows.shape[1], 4), time.perf_counter() - t0)
 
 

@@ -94,12 +94,18 @@ class LatentConfig:
     p_uncond: float = 0.1  # chance a training sequence's composer is replaced by the null token
     min_pieces: int = 10  # composers with fewer training pieces (files) fold into "other"
     # the network's skip: "gaussian", E[eps | x_t] were x0 ~ N(0, I); "composer", the same under each
-    # composer's own Gaussian N(m_c, diag s_c^2) (the null token keeps N(0, I)), so the label has a
-    # path that does not wait to be learnt (midilib.diffusion.latent_model)
-    skip: str = "composer"
+    # composer's own Gaussian N(m_c, diag s_c^2), one window at a time (the null token keeps N(0, I));
+    # "sequence", under each composer's Gaussian of the whole sequence, windows correlated (the null
+    # token's: all sequences' around 0), so the label and the neighbours have a path that does not wait
+    # to be learnt (midilib.diffusion.latent_model; chosen on validation by midilib.latent_choices)
+    skip: str = "sequence"
+    # "sequence" skip: windows are correlated within the top-P principal directions of the latents
+    # (P = min(sequence_rank, D)), each label's covariance P x P per DCT frequency; isotropic off them
+    sequence_rank: int = 128
     # the training loss weighs noise level t by min(SNR_t, gamma) / SNR_t (Hang et al. 2023, "min-SNR"),
-    # normalised to mean 1 over t; 0: the plain epsilon-MSE (midilib.diffusion.latent_model)
-    min_snr: float = 5.0
+    # normalised to mean 1 over t; 0: the plain epsilon-MSE (midilib.diffusion.latent_model), which with
+    # the sequence skip scored better on validation (figures/giantmidi-sample-a479ab05/latent-choices.md)
+    min_snr: float = 0.0
 
 
 @dataclass(frozen=True)

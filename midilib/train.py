@@ -433,7 +433,7 @@ def normalized(config: dict) -> dict:
 _LEGACY = {
     "vae": {"value_weight": 1.0, "value_head": "mse", "value_bins": 64, "free_bits": 0.0, "beta_max": 0.1},
     "ddpm": {"pitch_code": "linear"},
-    "latent": {"skip": "gaussian", "min_snr": 0.0},
+    "latent": {"skip": "gaussian", "min_snr": 0.0, "sequence_rank": 128},
 }
 
 

@@ -274,7 +274,8 @@ def test_the_composer_skip_is_the_gaussian_posterior_mean_of_the_noise():
     from midilib.diffusion.latent_model import build_latent_diffusion
     from midilib.profiles import LatentConfig
 
-    model = build_latent_diffusion(LatentConfig(windows=2, width=16, depth=1, heads=2, timesteps=100), 3, 2)
+    model = build_latent_diffusion(LatentConfig(windows=2, width=16, depth=1, heads=2, timesteps=100, skip="composer"),
+                                   3, 2)
     m = torch.tensor([[1.5, -0.5, 0.0], [-2.0, 0.3, 0.7]])
     var = torch.tensor([[0.25, 1.0, 2.0], [0.5, 0.1, 1.5]])
     model.set_class_stats(m, var)
@@ -298,25 +299,104 @@ def test_the_composer_skip_is_the_gaussian_posterior_mean_of_the_noise():
     torch.testing.assert_close(model.skip(x, t, null), (1 - model.alphas_cumprod[t]).sqrt()[:, None, None] * x)
 
 
-def test_a_run_stores_each_composers_gaussian_and_the_guidance_it_gives(latent_run, vae_run, data_dir):
+@pytest.mark.parametrize("rank", [3, 2])
+def test_the_sequence_skip_is_the_gaussian_posterior_mean_of_the_noise_over_the_whole_sequence(rank):
+    """Simulated known answer: under x0 ~ N(m, Sigma) for the flattened sequence, the least-squares
+    predictor of eps from x_t = a x0 + b eps is b (a^2 Sigma + b^2 I)^{-1} (x_t - a m); the skip must
+    be that map, for two labels and the null token (mean 0, its own covariance). Sigma is built here
+    by hand: in V's span, the block-Toeplitz covariance of the lags, in scipy's DCT basis, with the
+    blocks between frequencies dropped; off it (rank 2 of 3 dimensions) sigma_c^2 I. A skip blind to
+    the other windows (per-window Gaussian) misses the regression by far more than the tolerance."""
+    from scipy.fft import dct
+
+    from midilib.diffusion.latent_model import SequenceStats, build_latent_diffusion
+    from midilib.profiles import LatentConfig
+
+    k, d = 3, 3
+    model = build_latent_diffusion(LatentConfig(windows=k, width=16, depth=1, heads=2, timesteps=100,
+                                                skip="sequence", sequence_rank=rank), d, 2)
+    gen = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(d, d, generator=gen))[0][:, :rank]
+    a0 = torch.tensor([[1.0, 0.3, 0.1], [0.3, 0.5, 0.0], [0.1, 0.0, 0.8]])[:rank, :rank]
+    tilt = torch.zeros(rank, rank)
+    tilt[0, 1], tilt[1, 0] = 0.1, -0.05
+    within = torch.stack([torch.stack([a0, 0.6 * a0 + tilt, 0.3 * a0]),
+                          torch.stack([2 * a0, -0.5 * a0, 0.1 * a0])])  # each composer's own lags
+    around = torch.stack([a0 + 0.5, 0.6 * a0 + 0.5, 0.3 * a0 + 0.5])
+    means = torch.tensor([[1.5, -0.5, 0.2], [-2.0, 0.3, 0.0]])
+    resid = torch.tensor([0.4, 1.7, 0.9])
+    model.set_sequence_stats(SequenceStats(means, basis, within, around, resid))
+    phi = np.kron(dct(np.eye(k), norm="ortho", axis=0), np.eye(d))  # window-major flattening
+    lift = np.kron(np.eye(k), basis.numpy())
+    off = np.kron(np.eye(k), np.eye(d) - basis.numpy() @ basis.numpy().T)
+    for label, lags in ((0, within[0]), (1, within[1]), (model.null, around)):
+        toeplitz = np.block([[lags[j - i].numpy() if j >= i else lags[i - j].numpy().T for j in range(k)]
+                             for i in range(k)])
+        full = lift @ toeplitz @ lift.T
+        spectral = phi @ full @ phi.T * np.kron(np.eye(k), np.ones((d, d)))  # frequencies independent
+        expected = phi.T @ spectral @ phi + float(resid[label]) * off
+        np.testing.assert_allclose(model.sequence_covariance(label).numpy(), expected, atol=1e-6)
+    n = 200_000
+    for label, lag0, mean in ((0, within[0, 0], means[0]), (1, within[1, 0], means[1]),
+                              (model.null, around[0], torch.zeros(d))):
+        chol = torch.linalg.cholesky(model.sequence_covariance(label)).float()
+        for step in (10, 50, 90):
+            x0 = (mean.repeat(k) + torch.randn(n, k * d, generator=gen) @ chol.T).reshape(n, k, d)
+            eps = torch.randn(n, k, d, generator=gen)
+            ab = model.alphas_cumprod[step]
+            x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+            xs, es = x_t.reshape(n, -1).double(), eps.reshape(n, -1).double()
+            xs1 = torch.cat((xs, torch.ones(n, 1, dtype=torch.float64)), 1)
+            fitted = torch.linalg.lstsq(xs1, es).solution  # regression of eps on all of x_t, + intercept
+            probe = torch.cat((torch.eye(k * d), torch.zeros(1, k * d))).reshape(-1, k, d)  # units, then 0
+            labels, steps = torch.full((len(probe),), label), torch.full((len(probe),), step)
+            out = model.skip(probe, steps, labels).reshape(len(probe), -1).double()
+            skip = torch.cat((out[:-1] - out[-1], out[-1:]))  # the skip's affine map, as `fitted` is laid out
+            assert (fitted - skip).abs().max() < 0.02, (label, step)
+            var = torch.diagonal(basis @ lag0 @ basis.T + float(resid[label]) * (torch.eye(d) - basis @ basis.T))
+            diag = var.repeat(k)  # a skip that sees one window at a time
+            blind = torch.cat((torch.diag((1 - ab).sqrt() / (ab * diag + 1 - ab)),
+                               (-(1 - ab).sqrt() * ab.sqrt() * mean.repeat(k) / (ab * diag + 1 - ab))[None]))
+            if step < 90:  # near pure noise every skip is about sqrt(1 - ab_t) x_t
+                assert (fitted - blind.double()).abs().max() > 0.1, (label, step)
+    with pytest.raises(ValueError, match="within must be"):
+        model.set_sequence_stats(SequenceStats(means, basis, within[:, :2], around, resid))
+    with pytest.raises(ValueError, match="resid variances must be > 0"):
+        model.set_sequence_stats(SequenceStats(means, basis, within, around, torch.tensor([0.4, 0.0, 0.9])))
+
+
+def test_a_run_stores_each_composers_gaussian_and_the_guidance_it_gives(latent_run, vae_run, data_dir, tmp_path):
     lrun = latent.load_latent(latent_run)
     model = lrun.model
-    assert model.composer_skip and lrun.config["latent"]["skip"] == "composer"
+    assert model.sequence_skip and lrun.config["latent"]["skip"] == "sequence"  # the profiles' skip
     seqs = latent.encode_sequences(vae_run, data_dir, K)
     labels = latent.composer_labels(seqs["train"].composer, lrun.composers)
     mean, std, _ = latent.normalisation(seqs["train"])
     x = (seqs["train"].latents - mean) / std
+    basis = model.seq_basis.numpy().astype(np.float64)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-5)
+    y = x @ basis  # the null token's lag-1 covariance by hand: pairs of adjacent windows, all sequences
+    lag1 = np.einsum("nkd,nke->de", y[:, :-1], y[:, 1:]) / (len(y) * (K - 1))
+    np.testing.assert_allclose(model.lag_cov[model.null, 1].numpy(), lag1, atol=1e-4)
     for c in range(len(lrun.composers)):
         rows = x[labels == c].reshape(-1, x.shape[-1])
         np.testing.assert_allclose(model.class_mean[c].numpy(), rows.mean(0), atol=1e-5)
-        np.testing.assert_allclose(model.class_var[c].numpy(), np.maximum(rows.var(0), 1e-2), rtol=1e-4)
-    assert (model.class_mean[model.null] == 0).all() and (model.class_var[model.null] == 1).all()
+    assert (model.class_mean[model.null] == 0).all()
+    # the per-window "composer" skip keeps each composer's diagonal Gaussian
+    latent.train_latent(vae_run, data_dir, "smoke", tmp_path / "c", windows=K, progress=False, skip="composer")
+    diagonal = latent.load_latent(tmp_path / "c").model
+    for c in range(len(lrun.composers)):
+        rows = x[labels == c].reshape(-1, x.shape[-1])
+        np.testing.assert_allclose(diagonal.class_var[c].numpy(), np.maximum(rows.var(0), 1e-2), rtol=1e-4)
+    assert (diagonal.class_var[diagonal.null] == 1).all()
     # guidance moves the prediction even before the network has learnt anything of the label
     xt, t = torch.randn(3, K, 16), torch.tensor([500 % model.timesteps, 20, 70])
     with torch.no_grad():
         shift = Guided(model, 0, 2.0)(xt, t) - Guided(model, None)(xt, t)
     assert shift.abs().max() > 1e-3
     with pytest.raises(ValueError, match="class stats must be"):
+        diagonal.set_class_stats(torch.zeros(2, 16), torch.ones(2, 16))
+    with pytest.raises(ValueError, match="no per-window composer statistics"):
         model.set_class_stats(torch.zeros(2, 16), torch.ones(2, 16))
 
 
@@ -330,7 +410,8 @@ def test_runs_made_before_the_composer_skip_load_as_gaussian(latent_run, tmp_pat
     shutil.copytree(latent_run, old)
     ckpt = load_checkpoint(old)
     del ckpt["config"]["latent"]["skip"], ckpt["config"]["latent"]["min_snr"]
-    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("class_")}
+    ckpt["model"] = {k: v for k, v in ckpt["model"].items()
+                     if not k.startswith(("class_", "seq_basis", "lag_cov", "resid_var"))}
     torch.save(ckpt, old / "checkpoint.pt")
     assert normalized(ckpt["config"])["latent"]["skip"] == "gaussian"
     assert normalized(ckpt["config"])["latent"]["min_snr"] == 0.0
@@ -356,6 +437,21 @@ def test_pieces_decode_at_the_temperature_chosen_on_the_validation_files(latent_
     out = latent.generate_latent(warm, 2, tmp_path / "g", steps=3, seed=2, progress=False)
     np.testing.assert_array_equal(out["samples"], latent.generate_pieces(lrun, 2, steps=3, seed=2, temperature=0.5))
     assert json.loads((tmp_path / "g" / "generate.json").read_text())["temperature"] == 0.5
+
+
+def test_the_decoder_draws_from_a_stream_apart_from_the_samplers(latent_run):
+    """At T > 0 the VAE decoder's draws come from `decode_generator(seed)`, not from a generator
+    seeded by `seed` itself, whose first draws are the sampler's x_T (and walk 0's steps)."""
+    from midilib.models.vae import decode, decode_generator
+
+    first = torch.randn(1000, generator=decode_generator(3))
+    torch.testing.assert_close(first, torch.randn(1000, generator=decode_generator(3)))  # deterministic
+    assert not torch.equal(first, torch.randn(1000, generator=torch.Generator().manual_seed(3)))
+    assert not torch.equal(first, torch.randn(1000, generator=decode_generator(4)))
+    lrun = latent.load_latent(latent_run)
+    z = latent.sample_latents(lrun, 2, steps=3, seed=3)
+    expected = decode(lrun.vae, torch.from_numpy(z.reshape(-1, z.shape[-1])), 0.8, decode_generator(3))
+    np.testing.assert_array_equal(latent.decode_latents(lrun, z, 0.8, seed=3), expected.reshape(2, -1, 4))
 
 
 def test_the_training_loss_weighs_noise_levels_by_min_snr():
