@@ -33,6 +33,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "composer skip, plain ε-MSE": {"skip": "composer", "min_snr": 0.0},
     "composer skip, min-SNR 5": {"skip": "composer", "min_snr": 5.0},
     "composer skip, min-SNR 1": {"skip": "composer", "min_snr": 1.0},
+    "composer skip's Gaussian alone (1 training step)": {"skip": "composer", "min_snr": 5.0, "max_steps": 1},
+    "sequence skip's Gaussian alone (1 training step)": {"skip": "sequence", "min_snr": 5.0, "max_steps": 1},
+    "sequence skip, plain ε-MSE": {"skip": "sequence", "min_snr": 0.0},
+    "sequence skip, min-SNR 5": {"skip": "sequence", "min_snr": 5.0},
 }
 SHOWN = ("pitch_consistency", "pitch_variance", "duration_consistency", "duration_variance", "fd_clips",
          "scale_consistency")
