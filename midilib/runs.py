@@ -260,16 +260,42 @@ def prior_temperature(
     """The VAE prior's sampling temperature, chosen on the validation files: the one whose
     samples have the lowest fmd_inf against `n` validation windows (intervals by piece).
 
-    Returns (temperature, the table it was chosen from). Samples are cached in the run.
+    Returns (temperature, the table it was chosen from). The samples are cached in the run
+    (`cached_generate`), and so is the choice: RUN/temperature/<key>.pkl, keyed by the checkpoint
+    (size and mtime, as the samples), a digest of the train and validation arrays and files, n, the
+    temperatures, the seed, n_boot and the sampler version, written atomically; notebooks 03 and 06
+    and every latent training ask the same question of one VAE, and only the first scores it.
     """
+    import hashlib
+    import io
+
     from midilib import evaluate
+    from midilib.diffusion.sampling import SAMPLER_VERSION
 
     if "valid" not in arrays or not len(arrays["valid"]):
         raise ValueError("choosing a temperature needs a validation split (prepare with --valid-fraction > 0)")
+    ckpt = Path(run) / "checkpoint.pt"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{ckpt}: not found; train the model first")
+    data = hashlib.sha256()
+    for name in ("train", "train_file", "valid", "valid_file"):
+        data.update(np.ascontiguousarray(arrays[name]).tobytes())
+    stat = ckpt.stat()
+    key = json.dumps([stat.st_size, stat.st_mtime_ns, data.hexdigest(), n, list(map(float, temperatures)), seed,
+                      n_boot, SAMPLER_VERSION])
+    cache = Path(run) / "temperature" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
+    if cache.exists():
+        stored = pd.read_pickle(cache)  # written below by this function only: the key and the table, dtypes kept
+        if stored["key"] == key:
+            table = stored["table"]
+            return float(min(temperatures, key=lambda t: table.at[f"T={t}", "fmd_inf"])), table
     ref, groups = evaluate.reference_set(arrays["valid"], arrays["valid_file"], min(n, len(arrays["valid"])), seed=seed)
     sets = {f"T={t}": cached_generate("vae", run, n, temperature=t, seed=seed)["samples"] for t in temperatures}
     table = evaluate.evaluate_sets(ref, sets, train=arrays["train"], n_boot=n_boot, fad_embedder=None,
                                    reference_groups=groups, train_groups=arrays["train_file"], seed=seed)
+    buffer = io.BytesIO()
+    pd.to_pickle({"key": key, "table": table}, buffer)
+    atomic_write(cache, buffer.getvalue())
     best = min(temperatures, key=lambda t: table.at[f"T={t}", "fmd_inf"])
     return float(best), table
 

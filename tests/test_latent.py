@@ -439,6 +439,39 @@ def test_pieces_decode_at_the_temperature_chosen_on_the_validation_files(latent_
     assert json.loads((tmp_path / "g" / "generate.json").read_text())["temperature"] == 0.5
 
 
+def test_the_temperature_choice_is_cached_in_the_vae_run(vae_run, data_dir, monkeypatch):
+    """`runs.prior_temperature` scores once per (checkpoint, data, n, temperatures, seed, n_boot): the
+    same question again reads RUN/temperature/, equal to the table first computed; another n, or a
+    retrained checkpoint, scores again."""
+    import os
+
+    from midilib import evaluate, runs
+    from midilib.prepare import load_windows
+
+    arrays = load_windows(data_dir)
+    before = set((vae_run / "temperature").glob("*.pkl"))
+    temperature, table = runs.prior_temperature(vae_run, arrays, 40)
+    assert len(set((vae_run / "temperature").glob("*.pkl")) - before) == 1
+
+    def scored_again(*args, **kwargs):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(evaluate, "evaluate_sets", scored_again)
+    again, cached = runs.prior_temperature(vae_run, arrays, 40)
+    assert again == temperature
+    pd.testing.assert_frame_equal(cached, table, check_exact=True)
+    with pytest.raises(AssertionError, match="scored again"):
+        runs.prior_temperature(vae_run, arrays, 41)
+    ckpt = vae_run / "checkpoint.pt"
+    stat = ckpt.stat()
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000))
+    try:
+        with pytest.raises(AssertionError, match="scored again"):
+            runs.prior_temperature(vae_run, arrays, 40)
+    finally:
+        os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def test_the_decoder_draws_from_a_stream_apart_from_the_samplers(latent_run):
     """At T > 0 the VAE decoder's draws come from `decode_generator(seed)`, not from a generator
     seeded by `seed` itself, whose first draws are the sampler's x_T (and walk 0's steps)."""
