@@ -272,10 +272,7 @@ def sequence_stats(
     def off_span(y: np.ndarray) -> float:  # mean square per dimension off V's span
         return float(((y - (y @ basis) @ basis.T) ** 2).sum(-1).mean() / (dim - rank)) if rank < dim else 1.0
 
-    class_mean = np.zeros((classes, dim))
-    for c in range(classes):
-        if (labels == c).any():
-            class_mean[c] = x[labels == c].reshape(-1, dim).mean(0)
+    class_mean = class_stats(train, labels, classes, mean, std)[0]  # the per-window skip's means, the same
     centred = x - class_mean[labels][:, None, :]
     pooled, pooled_resid = lags(centred @ basis), off_span(centred)
     within, resid = np.empty((classes, k, rank, rank)), np.empty(classes + 1)
@@ -285,7 +282,7 @@ def sequence_stats(
         within[c] = (n_c * lags(own @ basis) + prior * pooled) / (n_c + prior) if n_c else pooled
         resid[c] = (n_c * off_span(own) + prior * pooled_resid) / (n_c + prior) if n_c else pooled_resid
     resid[classes] = off_span(x)
-    return SequenceStats(class_mean.astype(np.float32), basis.astype(np.float32), within.astype(np.float32),
+    return SequenceStats(class_mean, basis.astype(np.float32), within.astype(np.float32),
                          lags(x @ basis).astype(np.float32), np.maximum(resid, 1e-3).astype(np.float32))
 
 
@@ -388,8 +385,8 @@ def train_latent(
 
 def decode_temperature(vae_run: str | Path, data_dir: str | Path, profile: str) -> float:
     """The VAE's decoding temperature, chosen on the validation files as notebook 03 chooses it
-    (`runs.prior_temperature` over the profile's `eval.n_generate` windows; its samples are
-    cached in the VAE run, so after notebook 03 only their scoring runs again). Decoding at the mode
+    (`runs.prior_temperature` over the profile's `eval.n_generate` windows; the choice is cached
+    in the VAE run, so after notebook 03 this is a lookup). Decoding at the mode
     (T = 0) plays every window's most likely gap and duration: on the GiantMIDI sample the
     round trip of real test pieces then keeps 0.15 of their duration variance score, 0.84 at
     T = 0.8 (notebook 07)."""

@@ -253,6 +253,16 @@ def compare_runs(runs: dict[str, str | Path], prior_n: int | None = None) -> pd.
 PRIOR_TEMPERATURES = (0.0, 0.5, 0.8, 1.0)
 
 
+def _checkpoint_stamp(run: str | Path) -> tuple[int, int]:
+    """(size, mtime in ns) of RUN/checkpoint.pt: what a cache of a run's outputs is keyed by, so
+    retraining the run invalidates it; a one-line error where there is no checkpoint."""
+    ckpt = Path(run) / "checkpoint.pt"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{ckpt}: not found; train the model first")
+    stat = ckpt.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
 def prior_temperature(
     run: str | Path, arrays: dict, n: int, temperatures: tuple[float, ...] = PRIOR_TEMPERATURES,
     seed: int = 0, n_boot: int = 100,
@@ -274,14 +284,10 @@ def prior_temperature(
 
     if "valid" not in arrays or not len(arrays["valid"]):
         raise ValueError("choosing a temperature needs a validation split (prepare with --valid-fraction > 0)")
-    ckpt = Path(run) / "checkpoint.pt"
-    if not ckpt.exists():
-        raise FileNotFoundError(f"{ckpt}: not found; train the model first")
     data = hashlib.sha256()
     for name in ("train", "train_file", "valid", "valid_file"):
         data.update(np.ascontiguousarray(arrays[name]).tobytes())
-    stat = ckpt.stat()
-    key = json.dumps([stat.st_size, stat.st_mtime_ns, data.hexdigest(), n, list(map(float, temperatures)), seed,
+    key = json.dumps([*_checkpoint_stamp(run), data.hexdigest(), n, list(map(float, temperatures)), seed,
                       n_boot, SAMPLER_VERSION])
     cache = Path(run) / "temperature" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
     if cache.exists():
@@ -434,15 +440,11 @@ def cached_generate(
     once. The reported time is the one measured when the set was made.
     """
     run = Path(run)
-    ckpt = run / "checkpoint.pt"
-    if not ckpt.exists():
-        raise FileNotFoundError(f"{ckpt}: not found; train the model first")
-    stat = ckpt.stat()
+    stamp = _checkpoint_stamp(run)
     dev = str(resolve_device(device))  # timings belong to a device
     from midilib.diffusion.sampling import SAMPLER_VERSION
 
-    key = json.dumps([kind, n, steps, eta, temperature, seed, dev, stat.st_size, stat.st_mtime_ns,
-                      SAMPLER_VERSION])
+    key = json.dumps([kind, n, steps, eta, temperature, seed, dev, *stamp, SAMPLER_VERSION])
     name = f"{kind}-n{n}-s{steps}-e{eta}-t{temperature}-seed{seed}-{dev}"
     out = run / "samples" / name
     info_path = out / "generate.json"

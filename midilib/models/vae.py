@@ -358,7 +358,6 @@ def decode(
     return np.concatenate(parts)
 
 
-@torch.no_grad()
 def decode_generator(seed: int) -> torch.Generator:
     """The generator for a decoder's draws given `seed`: a stream of its own, seeded by
     SeedSequence((seed, 0x64656364)), so it shares no draws with a generator seeded by `seed`
@@ -367,6 +366,7 @@ def decode_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+@torch.no_grad()
 def reconstruct(model: VAE, windows: np.ndarray | Tensor, batch_size: int = 4096) -> np.ndarray:
     """Decode each window's posterior mean (argmax pitch, no teacher forcing)."""
     x = _as_windows(model, windows)
